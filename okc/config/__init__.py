@@ -1,0 +1,1 @@
+"""Experiments: the schema, loading (YAML/TOML, interpolation, overrides) and validation."""

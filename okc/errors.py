@@ -1,0 +1,51 @@
+"""User-facing errors.
+
+Everything a user can cause (a bad config key, a missing file, an unknown component name) raises an
+``OkcError``: the CLI prints its message without a traceback and exits with status 2. Programmer
+invariants use ``assert``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class OkcError(Exception):
+    """An error the user can fix; ``str(err)`` is the whole message."""
+
+
+class ConfigError(OkcError, ValueError):
+    """A problem in an experiment, located by its dotted key path (``trainer.max_epochs``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class ConfigErrors(OkcError, ValueError):
+    """Several config problems found in one pass, reported together."""
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The known names closest to ``name``, best first (case-insensitive)."""
+    by_lower: dict[str, str] = {}
+    for c in candidates:
+        by_lower.setdefault(c.lower(), c)
+    hits = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[h] for h in hits]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``", did you mean 'x'?"`` or ``""`` when nothing is close."""
+    hits = closest(name, candidates)
+    if not hits:
+        return ""
+    if len(hits) == 1:
+        return f", did you mean '{hits[0]}'?"
+    return ", did you mean " + " or ".join(f"'{h}'" for h in hits) + "?"
