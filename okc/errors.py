@@ -33,12 +33,18 @@ class ConfigErrors(OkcError, ValueError):
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """The known names closest to ``name``, best first (case-insensitive)."""
+    """The known names closest to ``name``, best first (case-insensitive).
+
+    Only names about as close as the best one are kept, so a clear winner is suggested alone.
+    """
     by_lower: dict[str, str] = {}
     for c in candidates:
         by_lower.setdefault(c.lower(), c)
     hits = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)
-    return [by_lower[h] for h in hits]
+    if not hits:
+        return []
+    ratio = [difflib.SequenceMatcher(None, name.lower(), h).ratio() for h in hits]
+    return [by_lower[h] for h, r in zip(hits, ratio, strict=True) if r >= ratio[0] - 0.05]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -1,10 +1,11 @@
 """One registry mechanism for every kind of component.
 
-A registry maps a name used in experiment files (``resnet18``, ``CrossEntropyLoss``, ``Accuracy``) to
-the class or factory that builds it. Built-in components register themselves with the decorator when
-their module is imported; each registry imports its modules lazily on first lookup, so ``okc check``
-stays fast and a module that has not been written yet simply contributes no names. Fallbacks make whole
-libraries available by name (``torch.nn`` losses, ``torch.optim``, ``torchmetrics``, ``timm``).
+A registry maps a name used in experiment files (``resnet18``, ``CrossEntropyLoss``, ``Accuracy``)
+to the class or factory that builds it. Built-in components register themselves with the decorator
+when their module is imported; each registry imports its modules lazily on first lookup, so
+``okc check`` stays fast and a module that has not been written yet contributes no names.
+Fallbacks make whole libraries available by name (``torch.nn`` losses, ``torch.optim``,
+``torchmetrics``, ``timm``).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Registry:
     def register(self, obj=None, *, name=None, override=False):
         """Register ``obj`` under ``name`` (default ``obj.__name__``); usable as a decorator.
 
-        Registering a taken name raises unless ``override=True``, which lets users replace a built-in.
+        A taken name raises unless ``override=True``, which lets users replace a built-in.
         """
 
         def add(o: T) -> T:
@@ -256,7 +257,9 @@ TASKS = Registry("tasks", modules=["okc.tasks"])
 BACKBONES = Registry(
     "backbones",
     modules=["okc.models.backbones"],
-    fallbacks=[Fallback("timm", "okc.models.backbones:timm_lookup", "okc.models.backbones:timm_names")],
+    fallbacks=[
+        Fallback("timm", "okc.models.backbones:timm_lookup", "okc.models.backbones:timm_names")
+    ],
 )
 NECKS = Registry("necks", modules=["okc.models.necks"])
 POOLINGS = Registry("poolings", modules=["okc.models.poolings"])

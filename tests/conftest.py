@@ -13,8 +13,8 @@ os.environ.setdefault(
     "TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / "okc-test-inductor-cache")
 )
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

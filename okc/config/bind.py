@@ -141,3 +141,20 @@ def build(
         raise
     except (ValueError, TypeError, KeyError) as err:
         raise ConfigError(params_path, f"{name}: {err}") from err
+
+
+def check_component(
+    registry: Registry,
+    name: str,
+    params: Mapping[str, Any] | None,
+    *,
+    name_path: str,
+    params_path: str,
+    injected: Collection[str] = (),
+) -> list[ConfigError]:
+    """``build``'s checks without building: the name resolves and the params bind."""
+    try:
+        target = resolve(registry, name, path=name_path)
+    except ConfigError as err:
+        return [err]
+    return check_params(target, dict(params or {}), path=params_path, injected=injected)

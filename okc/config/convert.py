@@ -123,9 +123,17 @@ def _literal(v: Any, t: Any) -> Any:
 def _union_hook(t: Any) -> Any:
     members = get_args(t)
 
+    others = [m for m in members if m is not type(None)]
+    tables = [m for m in others if attrs.has(m) or get_origin(m) in (Mapping, dict)]
+
     def structure(v: Any, _: Any) -> Any:
         if v is None and type(None) in members:
             return None
+        # One candidate: let its detailed errors (key paths inside it) through.
+        if len(others) == 1:
+            return converter.structure(v, others[0])
+        if isinstance(v, Mapping) and len(tables) == 1:
+            return converter.structure(v, tables[0])
         for m in members:
             if m is type(None):
                 continue
@@ -209,7 +217,9 @@ def _build_converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     for t, fn in ((int, _int), (float, _float), (bool, _bool), (str, _str)):
         c.register_structure_hook(t, fn)
-    c.register_structure_hook_func(lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum)
+    c.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum
+    )
     c.register_unstructure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda e: e.name
     )
@@ -226,7 +236,7 @@ def _build_converter() -> cattrs.Converter:
 converter = _build_converter()
 
 
-# --- errors with key paths -------------------------------------------------------------------------
+# --- errors with key paths ------------------------------------------------------------------------
 
 
 def _child_path(path: str, exc: BaseException) -> str:

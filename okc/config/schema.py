@@ -1,8 +1,8 @@
 """The experiment: frozen attrs classes mirroring TorchOk's config sections.
 
 Field names, defaults and meanings follow TorchOk (see the spec) so its YAML files load unchanged;
-okc additions are marked. Component ``params`` stay plain mappings here: they are checked against the
-component's signature by ``okc check`` / when built, not by this schema. Nothing mutates an
+okc additions are marked. Component ``params`` stay plain mappings here: they are checked against
+the component's signature by ``okc check`` / when built, not by this schema. Nothing mutates an
 experiment after loading: derive a changed one with ``attrs.evolve`` or overrides.
 """
 
@@ -18,7 +18,7 @@ Params = Mapping[str, Any]
 
 
 class Phase(enum.Enum):
-    """Data phases; written by name in files (``[VALID, TEST]``), logged by value (``valid/...``)."""
+    """Data phases: written by name in files (``[VALID, TEST]``), logged by value (``valid/x``)."""
 
     TRAIN = "train"
     VALID = "valid"
@@ -96,7 +96,7 @@ class JointLoss:
 class Optimizer:
     name: str
     params: Params = _params()
-    # mmcv-style per-parameter options (custom_keys, bias_lr_mult, bias_decay_mult, norm_decay_mult).
+    # mmcv-style per-parameter options: custom_keys, bias_lr_mult, bias_decay_mult, norm_decay_mult
     paramwise_cfg: Params = _params()
 
 

@@ -1,0 +1,113 @@
+"""``okc check``: every problem an experiment has that can be found without building it.
+
+Names are resolved against their registries and ``params`` bound against constructor signatures;
+files the experiment points at must exist. Nothing heavy is built: no model, no dataset.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from okc.config.bind import check_component, resolve
+from okc.config.schema import Experiment
+from okc.errors import ConfigError
+from okc.registry import CALLBACKS, LOGGERS, TASKS
+
+
+def import_user_modules(exp: Experiment) -> None:
+    """Import ``exp.imports`` so the components they register can be found by name."""
+    for i, module in enumerate(exp.imports):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"imports.{i}", f"cannot import '{module}': {err}") from err
+
+
+def check_experiment(exp: Experiment) -> list[ConfigError]:
+    """All problems found, in config order (empty when the experiment is good to run)."""
+    try:
+        import_user_modules(exp)
+    except ConfigError as err:
+        return [err]
+    return [
+        *_check_task(exp),
+        *_check_losses(exp),
+        *_check_optimization(exp),
+        *_check_data(exp),
+        *_check_metrics(exp),
+        *_check_callbacks(exp),
+        *_check_logger(exp),
+        *_check_files(exp),
+    ]
+
+
+def _check_task(exp: Experiment) -> list[ConfigError]:
+    try:
+        task_cls = resolve(TASKS, exp.task.name, path="task.name")
+    except ConfigError as err:
+        return [err]
+    return task_cls.check_params(exp.task.params, path="task.params")
+
+
+def _check_losses(exp: Experiment) -> list[ConfigError]:
+    if exp.joint_loss is None:
+        return []
+    from okc.losses import check_joint_loss
+
+    return check_joint_loss(exp.joint_loss, path="joint_loss")
+
+
+def _check_optimization(exp: Experiment) -> list[ConfigError]:
+    from okc.optim import check_optimization
+
+    return check_optimization(exp.optimization, path="optimization")
+
+
+def _check_data(exp: Experiment) -> list[ConfigError]:
+    from okc.data import check_data
+
+    return check_data(exp.data)
+
+
+def _check_metrics(exp: Experiment) -> list[ConfigError]:
+    from okc.metrics import check_metrics
+
+    return check_metrics(exp.metrics, path="metrics")
+
+
+def _check_callbacks(exp: Experiment) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    for i, cb in enumerate(exp.callbacks):
+        p = f"callbacks.{i}"
+        errors += check_component(
+            CALLBACKS, cb.name, cb.params, name_path=f"{p}.name", params_path=f"{p}.params"
+        )
+    return errors
+
+
+def _check_logger(exp: Experiment) -> list[ConfigError]:
+    if exp.logger is None:
+        return []
+    return check_component(
+        LOGGERS,
+        exp.logger.name,
+        exp.logger.params,
+        name_path="logger.name",
+        params_path="logger.params",
+        injected=("run_dir",),
+    )
+
+
+def _check_files(exp: Experiment) -> list[ConfigError]:
+    files: list[tuple[str, str | None]] = [("resume_path", exp.resume_path)]
+    lc = exp.task.load_checkpoint
+    if lc is not None:
+        files.append(("task.load_checkpoint.base_ckpt_path", lc.base_ckpt_path))
+        for name, f in (lc.overridden_name2ckpt_path or {}).items():
+            files.append((f"task.load_checkpoint.overridden_name2ckpt_path.{name}", f))
+    return [
+        ConfigError(key, f"file not found: {f}")
+        for key, f in files
+        if f is not None and not Path(f).expanduser().is_file()
+    ]

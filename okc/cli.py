@@ -1,0 +1,153 @@
+"""The ``okc`` command: argument parsing and printing only; the work is library calls in okc.api.
+
+    okc fit|validate|test|predict|export|check EXPERIMENT [key=value ...] [--debug]
+    okc run EXPERIMENT [+mode=train|test|predict]      (TorchOk's run modes)
+    python -m okc -cp DIR -cn NAME [key=value ...]      (TorchOk's Hydra-style invocation)
+
+User errors print one short block and exit 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from okc import __version__
+from okc.errors import ConfigErrors, OkcError
+
+COMMANDS = {
+    "fit": "train the task on TRAIN, validating on VALID",
+    "validate": "run the VALID phase and print its metrics",
+    "test": "run the TEST phase and print its metrics",
+    "predict": "run the PREDICT phase and write predictions to a file",
+    "export": "export the model to ONNX and/or TorchScript",
+    "check": "validate the experiment without building it and print it resolved",
+    "run": "TorchOk style: run the experiment's `mode` (train by default)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="okc", description="okc: config-driven computer-vision training."
+    )
+    parser.add_argument("--version", action="version", version=f"okc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("experiment", type=Path, help="experiment file (.yml, .yaml or .toml)")
+        p.add_argument("overrides", nargs="*", help="key=value, +key=value, ~key")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name in ("validate", "test", "predict", "export"):
+            p.add_argument("--checkpoint", type=Path, help="weights to use (an okc checkpoint)")
+        if name in ("predict", "export"):
+            p.add_argument("--output", type=Path, help="where to write")
+        if name == "export":
+            p.add_argument(
+                "--format", choices=("onnx", "torchscript", "all"), default="onnx", dest="fmt"
+            )
+    return parser
+
+
+def _hydra_argv(argv: list[str]) -> list[str]:
+    """Turn TorchOk's ``-cp DIR -cn NAME [overrides]`` into ``run DIR/NAME.yaml [overrides]``."""
+    short = {"-cp": "cp", "--config-path": "cp", "-cn": "cn", "--config-name": "cn"}
+    opts: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in short:
+            opts[short[arg]] = next(it, "")
+        else:
+            rest.append(arg)
+    folder, name = Path(opts.get("cp", ".")), opts.get("cn", "")
+    candidates = [folder / name] + [folder / f"{name}{s}" for s in (".yaml", ".yml", ".toml")]
+    found = next((c for c in candidates if c.is_file()), candidates[1])
+    return ["run", str(found), *rest]
+
+
+def _print_error(err: OkcError) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if isinstance(err, ConfigErrors) and len(err.errors) > 1:
+        console.print(f"[bold red]error:[/] {len(err.errors)} problems in the experiment:")
+        for e in err.errors:
+            console.print(f"  {e}", markup=False)
+    else:
+        console.print("[bold red]error:[/] ", end="")
+        console.print(str(err), markup=False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from okc import api
+
+    exp = api.load_experiment(args.experiment, args.overrides)
+    if args.command == "check":
+        return _check(exp, args.experiment)
+    command = exp.mode or "train" if args.command == "run" else args.command
+    if command in ("fit", "train"):
+        api.fit(exp)
+    elif command in ("validate", "test"):
+        _print_metrics(getattr(api, command)(exp, checkpoint=args.checkpoint))
+    elif command == "predict":
+        path = api.predict(exp, checkpoint=getattr(args, "checkpoint", None), output=args.output)
+        print(f"predictions written to {path}")
+    elif command == "export":
+        for path in api.export(exp, checkpoint=args.checkpoint, output=args.output, fmt=args.fmt):
+            print(f"exported {path}")
+    return 0
+
+
+def _check(exp: object, source: Path) -> int:
+    import yaml
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from okc import api
+
+    console = Console()
+    console.print(Syntax(yaml.safe_dump(exp.to_dict(), sort_keys=False), "yaml"))
+    errors = api.check(exp)
+    if errors:
+        raise ConfigErrors(errors)
+    console.print(f"[green]ok:[/] {source} is valid; every component name resolves")
+    return 0
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for key, value in sorted(metrics.items()):
+        table.add_row(key, f"{value:.6g}")
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
+        argv = _hydra_argv(argv)
+    parser = _parser()
+    # Options may come after the overrides (`okc fit x.yml a=1 --debug b=2`).
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *(e for e in extra if e not in unknown)]
+    try:
+        return _run(args)
+    except OkcError as err:
+        if args.debug:
+            raise
+        _print_error(err)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
