@@ -63,9 +63,15 @@ class Registry:
     """Name → component, with lazy module loading and library fallbacks."""
 
     def __init__(
-        self, kind: str, *, modules: Sequence[str] = (), fallbacks: Sequence[Fallback] = ()
+        self,
+        kind: str,
+        *,
+        item: str | None = None,
+        modules: Sequence[str] = (),
+        fallbacks: Sequence[Fallback] = (),
     ) -> None:
         self.kind = kind
+        self.item = item or kind.removesuffix("s")  # one of them, for messages
         self._modules = list(modules)
         self._fallbacks = list(fallbacks)
         self._entries: dict[str, Any] = {}
@@ -163,7 +169,7 @@ class Registry:
                 hint = f"; known: {where}"
             else:
                 hint = "; nothing is registered for this kind yet"
-        return f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} '{name}'{hint}"
+        return f"unknown {self.item} '{name}'{hint}"
 
 
 def _where(obj: Any) -> str:
@@ -266,6 +272,7 @@ POOLINGS = Registry("poolings", modules=["okc.models.poolings"])
 HEADS = Registry("heads", modules=["okc.models.heads"])
 LOSSES = Registry(
     "losses",
+    item="loss",
     modules=["okc.losses"],
     fallbacks=[Fallback("torch.nn", _R + "torch_loss", _R + "torch_loss_names")],
 )
