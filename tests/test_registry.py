@@ -117,5 +117,8 @@ def test_build_reports_missing_and_constructor_errors() -> None:
         build(reg, "Linear", {"in_features": 3}, name_path="x.name", params_path="x.params")
     with pytest.raises(ConfigError, match=r"^x\.name: unknown loss 'L1Los'"):
         build(LOSSES, "L1Los", {}, name_path="x.name", params_path="x.params")
-    with pytest.raises(ConfigError, match=r"^m\.params: Accuracy: .*task"):
+    with pytest.raises(ConfigErrors, match=r"^m\.params\.task: expected 'binary' \| 'multiclass'"):
         build(METRICS, "Accuracy", {"task": "nonsense"}, name_path="m.name", params_path="m.params")
+    # errors raised by the constructor itself are reported at the params' key path
+    with pytest.raises(ConfigError, match=r"^m\.params: Accuracy: .*num_classes"):
+        build(METRICS, "Accuracy", {"task": "multiclass"}, name_path="m.name", params_path="m.params")
