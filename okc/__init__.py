@@ -1,3 +1,38 @@
-"""okc: a compile-first, config-driven computer-vision training framework."""
+"""okc: a compile-first, config-driven computer-vision training framework.
+
+import okc
+exp = okc.load_experiment("experiments/shapes.yml", ["trainer.max_epochs=2"])
+result = okc.fit(exp)
+okc.test(exp, checkpoint=result.best_checkpoint)
+"""
 
 __version__ = "0.1.0"
+
+from okc.api import check, export, fit, predict, test, validate
+from okc.config.load import load_experiment
+from okc.config.schema import Experiment, Phase
+from okc.errors import ConfigError, ConfigErrors, OkcError
+from okc.registry import (
+    AUGMENTATIONS,
+    BACKBONES,
+    CALLBACKS,
+    DATASETS,
+    HEADS,
+    LOGGERS,
+    LOSSES,
+    METRICS,
+    NECKS,
+    OPTIMIZERS,
+    POOLINGS,
+    SAMPLERS,
+    SCHEDULERS,
+    TASKS,
+    Registry,
+)  # fmt: skip
+
+__all__ = [
+    "AUGMENTATIONS", "BACKBONES", "CALLBACKS", "DATASETS", "HEADS", "LOGGERS", "LOSSES", "METRICS",
+    "NECKS", "OPTIMIZERS", "POOLINGS", "SAMPLERS", "SCHEDULERS", "TASKS", "ConfigError",
+    "ConfigErrors", "Experiment", "OkcError", "Phase", "Registry", "check", "export", "fit",
+    "load_experiment", "predict", "test", "validate",
+]  # fmt: skip

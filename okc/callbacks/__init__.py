@@ -1,0 +1,8 @@
+"""Callbacks: code that runs at points of the loop (see ``okc.engine.hooks.Callback``)."""
+
+from okc.callbacks.early_stopping import EarlyStopping
+from okc.callbacks.lr_monitor import LearningRateMonitor
+from okc.callbacks.model_checkpoint import ModelCheckpoint
+from okc.callbacks.progress import ProgressBar
+
+__all__ = ["EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "ProgressBar"]

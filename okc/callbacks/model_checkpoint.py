@@ -1,0 +1,187 @@
+"""``ModelCheckpoint``: Lightning's parameters and file names, okc's atomic full-state files.
+
+Saves at epoch ends (every ``every_n_epochs``) and, with ``every_n_train_steps``, after optimizer
+steps; keeps the ``save_top_k`` best by ``monitor`` (all with -1, none with 0), and ``last.ckpt``
+with ``save_last``. Ctrl-C / SIGTERM during fit writes ``last.ckpt`` at the step where the run
+stopped, so ``resume_path`` continues exactly from there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from okc.engine.hooks import Callback
+from okc.errors import ConfigError
+from okc.registry import CALLBACKS
+
+if TYPE_CHECKING:
+    from okc.engine.loop import Loop
+
+_FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
+
+
+@CALLBACKS.register
+class ModelCheckpoint(Callback):
+    main_process_only = False  # saving gathers state on every rank; writing is main-only
+
+    def __init__(
+        self,
+        *,
+        dirpath: str | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        save_top_k: int = 1,
+        save_last: bool | None = None,
+        save_weights_only: bool = False,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        auto_insert_metric_name: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        if save_top_k < -1:
+            raise ValueError(f"save_top_k must be >= -1, got {save_top_k}")
+        if monitor is None and save_top_k not in (-1, 0, 1):
+            raise ValueError("save_top_k > 1 needs a monitor to rank checkpoints by")
+        self.dirpath = Path(dirpath).expanduser() if dirpath else None
+        self.filename = filename
+        self.monitor, self.mode = monitor, mode
+        self.save_top_k, self.save_last = save_top_k, save_last
+        self.save_weights_only = save_weights_only
+        self.every_n_epochs = every_n_epochs if every_n_epochs is not None else 1
+        self.every_n_train_steps = every_n_train_steps
+        self.auto_insert_metric_name = auto_insert_metric_name
+        self.verbose = verbose
+        self.best_k: dict[str, float] = {}  # path -> score
+        self.best_model_path: Path | None = None
+        self.last_model_path: Path | None = None
+
+    def setup(self, loop: Loop, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = loop.run_dir / "checkpoints"
+
+    # --- when -------------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, loop: Loop, logs: Mapping[str, float] | None) -> None:
+        n = self.every_n_train_steps
+        if n and loop.global_step % n == 0:
+            self._save(loop, dict(loop.logged), due_top_k=self.monitor is None)
+
+    def on_epoch_end(self, loop: Loop, metrics: Mapping[str, float]) -> None:
+        if self.every_n_train_steps and self.every_n_epochs == 1:
+            # step-based saving replaces epoch saving, except for `last` (Lightning's rule)
+            self._save_last(loop)
+            return
+        if self.every_n_epochs and (loop.epoch + 1) % self.every_n_epochs == 0:
+            self._save(loop, metrics, due_top_k=True)
+
+    def on_interrupt(self, loop: Loop) -> None:
+        path = self._path_for("last", loop, {})
+        loop.save_checkpoint(path)
+        self.last_model_path = path
+        loop.interrupt_checkpoint = path
+
+    # --- what -------------------------------------------------------------------------------------
+
+    def _save(self, loop: Loop, metrics: Mapping[str, float], *, due_top_k: bool) -> None:
+        if due_top_k and self.save_top_k != 0:
+            score = self._score(loop, metrics)
+            if self.monitor is None or score is not None:
+                self._save_top_k(loop, metrics, score)
+        self._save_last(loop)
+
+    def _save_last(self, loop: Loop) -> None:
+        if self.save_last:
+            path = self._path_for("last", loop, {})
+            loop.save_checkpoint(path, weights_only=self.save_weights_only)
+            self.last_model_path = path
+
+    def _score(self, loop: Loop, metrics: Mapping[str, float]) -> float | None:
+        if self.monitor is None:
+            return None
+        if self.monitor in metrics:
+            return float(metrics[self.monitor])
+        phase = self.monitor.split("/", 1)[0]
+        if phase == "train" or any(k.startswith(f"{phase}/") for k in metrics):
+            known = ", ".join(sorted(metrics)) or "nothing"
+            raise ConfigError(
+                f"{self.config_path}.monitor",
+                f"'{self.monitor}' was not logged; logged this epoch: {known}",
+            )
+        return None  # its phase did not run this epoch (e.g. check_val_every_n_epoch > 1)
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _save_top_k(self, loop: Loop, metrics: Mapping[str, float], score: float | None) -> None:
+        path = self._path_for(self.filename, loop, metrics)
+        if self.monitor is None or self.save_top_k == -1:
+            if self.monitor is None and self.save_top_k == 1:
+                for old in list(self.best_k):
+                    if old != str(path):
+                        Path(old).unlink(missing_ok=True)
+                self.best_k.clear()
+            loop.save_checkpoint(path, weights_only=self.save_weights_only)
+            self.best_k[str(path)] = score if score is not None else math.nan
+            self.best_model_path = path if score is None else self._best_path()
+            return
+        assert score is not None
+        if math.isnan(score):
+            return
+        if len(self.best_k) >= self.save_top_k:
+            worst = max(self.best_k, key=lambda p: self.best_k[p] * self._sign())
+            if not self._better(score, self.best_k[worst]):
+                return
+            del self.best_k[worst]
+            if worst != str(path):
+                Path(worst).unlink(missing_ok=True)
+        loop.save_checkpoint(path, weights_only=self.save_weights_only)
+        self.best_k[str(path)] = score
+        self.best_model_path = self._best_path()
+        if self.verbose:
+            print(f"saved {path} ({self.monitor}={score:.6g})")
+
+    def _sign(self) -> float:
+        return 1.0 if self.mode == "min" else -1.0
+
+    def _best_path(self) -> Path:
+        return Path(min(self.best_k, key=lambda p: self.best_k[p] * self._sign()))
+
+    def _path_for(self, template: str | None, loop: Loop, metrics: Mapping[str, float]) -> Path:
+        assert self.dirpath is not None, "setup() sets dirpath"
+        if template == "last":
+            return self.dirpath / "last.ckpt"
+        template = template or "epoch={epoch}-step={step}"
+        values: dict[str, Any] = {"epoch": loop.epoch, "step": loop.global_step, **metrics}
+
+        def fill(m: re.Match) -> str:
+            key, fmt = m.group(1), m.group(2)
+            if key not in values:
+                raise ConfigError(
+                    f"{self.config_path}.filename",
+                    f"'{{{key}}}' is neither epoch, step nor a logged value",
+                )
+            text = format(values[key], fmt or "")
+            return f"{key}={text}" if self.auto_insert_metric_name and "=" not in template else text
+
+        name = _FIELD.sub(fill, template).replace("/", "_")
+        return self.dirpath / f"{name}.ckpt"
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_k": dict(self.best_k),
+            "best_model_path": str(self.best_model_path) if self.best_model_path else None,
+            "last_model_path": str(self.last_model_path) if self.last_model_path else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_k = dict(state.get("best_k", {}))
+        best, last = state.get("best_model_path"), state.get("last_model_path")
+        self.best_model_path = Path(best) if best else None
+        self.last_model_path = Path(last) if last else None

@@ -1,0 +1,1 @@
+"""The engine: the loop, the compiled step, precision, distribution, checkpoints."""

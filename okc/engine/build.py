@@ -1,0 +1,144 @@
+"""Small ``build_*`` functions that turn an experiment into the objects the loop runs."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from okc.config.bind import build, resolve
+from okc.config.schema import Experiment, Phase, Trainer
+from okc.engine.hooks import Callback
+from okc.errors import ConfigError
+from okc.registry import CALLBACKS, TASKS
+from okc.tasks.base import BaseTask
+
+# Lightning Trainer arguments TorchOk files may carry that okc accepts but does not act on.
+_UNSUPPORTED = {
+    "min_steps": None, "overfit_batches": 0.0, "val_check_interval": None, "profiler": None,
+    "barebones": False, "reload_dataloaders_every_n_epochs": 0, "num_nodes": 1,
+    "use_distributed_sampler": True, "inference_mode": True,
+}  # fmt: skip
+
+
+def warn_unsupported(trainer: Trainer) -> None:
+    """A setting that silently does nothing would mislead: say so once."""
+    for key, default in _UNSUPPORTED.items():
+        value = getattr(trainer, key)
+        if value != default:
+            warnings.warn(
+                f"trainer.{key}={value!r} has no effect in okc (it is accepted so TorchOk "
+                "experiments load)",
+                stacklevel=3,
+            )
+
+
+def build_task(exp: Experiment) -> BaseTask:
+    task_cls = resolve(TASKS, exp.task.name, path="task.name")
+    task = build(
+        TASKS, exp.task.name, exp.task.params, name_path="task.name", params_path="task.params"
+    )
+    assert isinstance(task, task_cls)
+    return task
+
+
+def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
+    """The experiment's callbacks plus okc's defaults (checkpointing, progress display)."""
+    callbacks: list[Callback] = [
+        build(CALLBACKS, c.name, c.params, name_path=f"callbacks.{i}.name",
+              params_path=f"callbacks.{i}.params")
+        for i, c in enumerate(exp.callbacks)
+    ]  # fmt: skip
+    for i, cb in enumerate(callbacks):
+        cb.config_path = f"callbacks.{i}.params"
+    from okc.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+
+    trainer = exp.trainer
+    if trainer.fast_dev_run:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    elif stage == "fit" and trainer.enable_checkpointing is not False:
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(ModelCheckpoint(save_last=True))
+    elif trainer.enable_checkpointing is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if trainer.enable_progress_bar is not False and not any(
+        isinstance(c, ProgressBar) for c in callbacks
+    ):
+        callbacks.append(ProgressBar())
+    if stage != "fit":
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+@attrs.frozen
+class Limits:
+    """How far each phase runs, from the trainer's ``max_*`` / ``limit_*`` / ``fast_dev_run``."""
+
+    max_epochs: int
+    max_steps: int
+    batches: dict[Phase, int | float | None]
+    sanity_steps: int
+    log_every: int
+    max_seconds: float | None = None
+
+
+def limits(trainer: Trainer) -> Limits:
+    fast = trainer.fast_dev_run
+    if fast:
+        n = 1 if fast is True else int(fast)
+        return Limits(1, n, dict.fromkeys(Phase, n), 0, 1)
+    max_epochs = trainer.max_epochs
+    if max_epochs is None:
+        max_epochs = 1000 if trainer.max_steps == -1 else -1
+        if trainer.max_steps == -1:
+            warnings.warn(
+                "neither trainer.max_epochs nor trainer.max_steps is set: training for 1000 "
+                "epochs (Lightning's default)",
+                stacklevel=3,
+            )
+    batches = {
+        Phase.TRAIN: trainer.limit_train_batches,
+        Phase.VALID: trainer.limit_val_batches,
+        Phase.TEST: trainer.limit_test_batches,
+        Phase.PREDICT: trainer.limit_predict_batches,
+    }
+    sanity = 2 if trainer.num_sanity_val_steps is None else trainer.num_sanity_val_steps
+    log_every = 50 if trainer.log_every_n_steps is None else max(1, trainer.log_every_n_steps)
+    return Limits(
+        max_epochs, trainer.max_steps, batches, sanity, log_every, max_seconds(trainer.max_time)
+    )
+
+
+def max_seconds(max_time: str | Mapping[str, float] | None) -> float | None:
+    """Lightning's ``max_time``: ``"DD:HH:MM:SS"`` or ``{days, hours, minutes, seconds}``."""
+    if max_time is None:
+        return None
+    if isinstance(max_time, str):
+        parts = max_time.split(":")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError("trainer.max_time", f"expected 'DD:HH:MM:SS', got {max_time!r}")
+        d, h, m, s = (int(p) for p in parts)
+        return float(((d * 24 + h) * 60 + m) * 60 + s)
+    units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+    unknown = set(max_time) - set(units)
+    if unknown:
+        raise ConfigError("trainer.max_time", f"unknown units {sorted(unknown)}; use {list(units)}")
+    return float(sum(units[k] * v for k, v in max_time.items()))
+
+
+def batch_limit(limit: int | float | None, available: int) -> int:
+    """Batches to run of ``available``: an int is a count, a float a fraction (Lightning)."""
+    if limit is None:
+        return available
+    if isinstance(limit, float) and limit <= 1.0:
+        return min(available, max(1, math.floor(available * limit))) if limit > 0 else 0
+    return min(available, int(limit))
+
+
+def output_path(output: Path | None, run_dir: Path, name: str) -> Path:
+    path = Path(output) if output else run_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,124 @@
+"""Processes and devices: which device this process uses, whether it is the main one, and the one
+function that wraps the model for data parallelism.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) okc joins the process group torchrun
+set up: NCCL on GPUs, gloo on CPUs. Everything that writes files or prints asks ``is_main()``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import attrs
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from okc.config.schema import Trainer
+from okc.errors import ConfigError
+
+
+@attrs.frozen
+class DistEnv:
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _device(trainer: Trainer, local_rank: int) -> torch.device:
+    wants_gpu = trainer.accelerator in ("gpu", "cuda")
+    if wants_gpu and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator",
+            f"'{trainer.accelerator}' but no CUDA device is available; use cpu or auto",
+        )
+    if trainer.accelerator == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if isinstance(trainer.devices, tuple):
+        return torch.device("cuda", trainer.devices[local_rank])
+    return torch.device("cuda", local_rank)
+
+
+def setup(trainer: Trainer) -> DistEnv:
+    """The device and ranks of this process; joins torchrun's process group when there is one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(trainer, local_rank)
+    requested = trainer.devices
+    if world_size == 1 and isinstance(requested, int) and requested > 1:
+        raise ConfigError(
+            "trainer.devices",
+            f"{requested} devices need one process each: run `torchrun --nproc_per_node "
+            f"{requested} -m okc fit ...`",
+        )
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, env: DistEnv, *, strategy: str, sync_batchnorm: bool) -> nn.Module:
+    """The one place that decides data parallelism: DDP (default when distributed) or FSDP2."""
+    if not env.distributed:
+        if strategy in ("ddp", "fsdp"):
+            warnings.warn(
+                f"trainer.strategy={strategy} has no effect in a single process", stacklevel=2
+            )
+        return module
+    if sync_batchnorm:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = dist.device_mesh.init_device_mesh(env.device.type, (env.world_size,))
+        for child in module.children():
+            fully_shard(child, mesh=mesh)
+        return fully_shard(module, mesh=mesh)
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def all_reduce_mean(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Mean over ranks of scalar tensors (one collective for all of them)."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in keys])
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    stacked /= dist.get_world_size()
+    return dict(zip(keys, stacked.unbind(), strict=True))
+
+
+def broadcast_object(obj: Any) -> Any:
+    """The main process's ``obj`` on every rank (e.g. the run folder's timestamp)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

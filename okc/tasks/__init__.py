@@ -1,0 +1,6 @@
+"""Tasks: what a batch becomes (``forward_with_gt``) and what inference is (``forward``)."""
+
+from okc.tasks.base import BaseTask, InputSpec
+from okc.tasks.classification import ClassificationTask
+
+__all__ = ["BaseTask", "ClassificationTask", "InputSpec"]
