@@ -158,3 +158,36 @@ def check_component(
     except ConfigError as err:
         return [err]
     return check_params(target, dict(params or {}), path=params_path, injected=injected)
+
+
+def check_mapping(
+    fn: Callable[..., Any], mapping: Mapping[str, str], *, path: str, what: str
+) -> list[ConfigError]:
+    """Problems feeding ``fn`` with ``mapping`` ({argument: task output key}) from a config.
+
+    A misspelled argument would otherwise be a TypeError inside the first step; here it is an
+    error at its key path. Signatures with ``*args``/``**kwargs`` accept anything.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return []
+    kinds = {p.kind for p in params.values()}
+    named = {
+        n: p
+        for n, p in params.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"
+    }
+    errors: list[ConfigError] = []
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        for arg in mapping:
+            if arg not in named:
+                hint = did_you_mean(arg, named) or f"; it takes {', '.join(named) or 'nothing'}"
+                errors.append(ConfigError(f"{path}.{arg}", f"{what} takes no '{arg}'{hint}"))
+    if inspect.Parameter.VAR_POSITIONAL not in kinds:
+        for name, p in named.items():
+            if p.default is p.empty and name not in mapping:
+                errors.append(
+                    ConfigError(path, f"{what} needs '{name}'; map it to one of the task's outputs")
+                )
+    return errors

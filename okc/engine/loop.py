@@ -391,13 +391,11 @@ class Loop:
             pair.optimizer.zero_grad(set_to_none=True)
 
     def _step_schedulers(self, interval: str, metrics: Mapping[str, float] | None = None) -> None:
-        from okc.optim import scheduler_step
+        from okc.optim import step_schedulers
 
-        count = self.global_step if interval == "step" else self.epoch + 1
-        for pair in self.optimizers:
-            due = pair.interval == interval and count % pair.frequency == 0
-            if pair.scheduler is not None and due:
-                scheduler_step(pair, dict(metrics or self.logged))
+        index = self.global_step if interval == "step" else self.epoch + 1
+        logged = dict(metrics or self.logged)
+        step_schedulers(self.optimizers, interval, index=index, metrics=logged)
 
     def _log_step(self) -> dict[str, float] | None:
         self._guard.check(hint=NONFINITE_HINT)

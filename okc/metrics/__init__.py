@@ -1,0 +1,5 @@
+"""Metrics: the MetricsManager that feeds torchmetrics (and registered) metrics per phase."""
+
+from okc.metrics.manager import MetricsManager, check_metrics
+
+__all__ = ["MetricsManager", "check_metrics"]

@@ -1,0 +1,261 @@
+"""MetricsManager: the configured metrics per phase and data loader, fed with the task's outputs.
+
+Behaviour follows TorchOk's manager: one fresh metric per (phase, loader index); log names are
+``<phase>/<tag or name>``, with ``_dataloader_<idx>`` when a VALID/TEST metric covers several
+loaders; the same log name twice in a phase is an error. Differences, each fixing a TorchOk defect:
+
+- ``update`` detaches its inputs (list-state metrics would otherwise keep the step's autograd graph)
+  and a missing output key is reported with the config path and the keys the task does produce;
+- ``on_epoch_end`` skips metrics that saw no batch on any rank (no torchmetrics warnings, and no
+  rank waits in a sync the others skip) and logs non-scalar results as ``okc.metrics.values`` says;
+- classification metrics that torchmetrics 1.x split by ``task`` (``Accuracy``, ``F1Score``, ...)
+  report a missing ``task``/``num_classes`` at ``metrics.<i>.params`` with the fix. okc does not
+  guess them from the first batch: a guess from one rank's batch could differ between ranks, and
+  it would hide a config mistake until training runs.
+
+Distributed results come from torchmetrics' own sync inside ``compute()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from okc.config.bind import build, check_mapping, check_params, raise_if
+from okc.config.schema import ALL_PHASES, Metric, Phase
+from okc.errors import ConfigError, OkcError, did_you_mean
+from okc.metrics.values import Loggable, describe, flatten
+from okc.registry import METRICS
+
+
+@attrs.frozen
+class Slot:
+    """One metric instance's place: what it logs as and which batches feed it."""
+
+    spec: Metric
+    path: str  # metrics.<i>
+    phase: Phase
+    dataloader_idx: int
+    log_name: str
+
+
+def plan(specs: Sequence[Metric], *, path: str = "metrics") -> tuple[list[Slot], list[ConfigError]]:
+    """The metric instances ``specs`` ask for, and the clashes between their log names."""
+    slots: list[Slot] = []
+    errors: list[ConfigError] = []
+    owner: dict[tuple[Phase, str], str] = {}
+    clashes: dict[tuple[str, str, str], list[str]] = {}  # (metric, earlier one, name) -> phases
+    for i, spec in enumerate(specs):
+        where = f"{path}.{i}"
+        for phase in dict.fromkeys(spec.phases):
+            idxs = _loader_idxs(spec, phase)
+            errors += _idx_errors(idxs, spec, phase, where)
+            for idx in dict.fromkeys(idxs):
+                base = spec.tag or spec.name
+                log_name = f"{base}_dataloader_{idx}" if len(idxs) > 1 else base
+                if (phase, log_name) in owner:
+                    key = (where, owner[phase, log_name], log_name)
+                    clashes.setdefault(key, []).append(phase.name)
+                    continue
+                owner[phase, log_name] = where
+                slots.append(Slot(spec, where, phase, idx, log_name))
+    for (where, earlier, log_name), phases in clashes.items():
+        errors.append(
+            ConfigError(
+                f"{where}.tag",
+                f"'{log_name}' is already logged by {earlier} (in {', '.join(phases)}); "
+                "give one of them a distinct tag",
+            )
+        )
+    return slots, errors
+
+
+def check_metrics(specs: Sequence[Metric], *, path: str = "metrics") -> list[ConfigError]:
+    """Every problem in ``specs`` found without building a metric: names, params, mappings, names.
+
+    The one exception is torchmetrics' task-split classification metrics, which are cheap: they are
+    built to find the concrete class (and its ``update`` arguments) that ``task`` selects.
+    """
+    errors = plan(specs, path=path)[1]
+    for i, spec in enumerate(specs):
+        where = f"{path}.{i}"
+        target = METRICS.find(spec.name)
+        if target is None:
+            errors.append(ConfigError(f"{where}.name", METRICS.unknown_message(spec.name)))
+            continue
+        problems = _param_errors(target, spec, where)
+        errors += problems
+        if problems:
+            continue
+        update = getattr(target, "update", None)
+        if _is_task_wrapper(target):
+            try:
+                update = _build(spec, where).update
+            except OkcError as err:
+                errors += getattr(err, "errors", [err])
+                continue
+        if update is not None:
+            errors += check_mapping(update, spec.mapping, path=f"{where}.mapping", what=spec.name)
+    return errors
+
+
+class MetricsManager(nn.Module):
+    """The metrics of every phase; an ``nn.Module`` so metric states follow the task's device."""
+
+    def __init__(self, specs: Sequence[Metric], *, path: str = "metrics") -> None:
+        super().__init__()
+        raise_if(check_metrics(specs, path=path))
+        slots = plan(specs, path=path)[0]
+        self._slots = {p: [s for s in slots if s.phase is p] for p in ALL_PHASES}
+        self.phase_metrics = nn.ModuleDict(
+            {
+                p.name: nn.ModuleList(_build(s.spec, s.path) for s in self._slots[p])
+                for p in ALL_PHASES
+            }
+        )
+        self._warned: set[str] = set()
+        # The latest non-scalar results (confusion matrices, curves) by log name, for callbacks.
+        self.unlogged: dict[str, Any] = {}
+
+    def log_names(self, phase: Phase) -> list[str]:
+        """The base log names of ``phase`` (``valid/Accuracy``), before dict/vector flattening."""
+        return [f"{phase.value}/{s.log_name}" for s in self._slots[phase]]
+
+    def update(self, phase: Phase, outputs: Mapping[str, Any], dataloader_idx: int = 0) -> None:
+        """Feed one batch of task outputs to the metrics of ``phase`` for this loader."""
+        for slot, metric in zip(self._slots[phase], self.phase_metrics[phase.name], strict=True):
+            if slot.dataloader_idx != dataloader_idx:
+                continue
+            try:
+                args = {arg: _detached(outputs[key]) for arg, key in slot.spec.mapping.items()}
+            except KeyError:
+                self.check_outputs(phase, outputs.keys())
+                raise
+            metric.update(**args)
+
+    def check_outputs(self, phase: Phase, keys: Collection[str]) -> None:
+        """Raise a ConfigError per mapping entry of ``phase`` naming a key the task lacks."""
+        available = ", ".join(sorted(keys)) or "nothing"
+        raise_if(
+            [
+                ConfigError(
+                    f"{s.path}.mapping.{arg}",
+                    f"the task's outputs have no '{key}'; it produces: {available}",
+                )
+                for s in {s.path: s for s in self._slots[phase]}.values()
+                for arg, key in s.spec.mapping.items()
+                if key not in keys
+            ]
+        )
+
+    def on_epoch_end(self, phase: Phase) -> dict[str, Loggable]:
+        """Compute, flatten and reset the metrics of ``phase``: ``{'valid/Accuracy': tensor}``."""
+        metrics = list(self.phase_metrics[phase.name])
+        results: dict[str, Loggable] = {}
+        for slot, metric, updated in zip(
+            self._slots[phase], metrics, _updated_anywhere(metrics), strict=True
+        ):
+            if updated:
+                found, skipped = flatten(f"{phase.value}/{slot.log_name}", metric.compute())
+                results.update(found)
+                self.unlogged.update(skipped)
+                self._warn_skipped(skipped)
+            metric.reset()
+        return results
+
+    def _warn_skipped(self, skipped: dict[str, Any]) -> None:
+        for name, value in skipped.items():
+            if name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(
+                    f"metric result {name} ({describe(value)}) is not a scalar and is not logged; "
+                    "callbacks find it in MetricsManager.unlogged",
+                    stacklevel=3,
+                )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _loader_idxs(spec: Metric, phase: Phase) -> tuple[int, ...]:
+    if phase is Phase.VALID:
+        return spec.val_dataloader_idxs
+    if phase is Phase.TEST:
+        return spec.test_dataloader_idxs
+    return (0,)
+
+
+def _idx_errors(idxs: tuple[int, ...], spec: Metric, phase: Phase, where: str) -> list[ConfigError]:
+    key = "val_dataloader_idxs" if phase is Phase.VALID else "test_dataloader_idxs"
+    if not idxs:
+        return [ConfigError(f"{where}.{key}", f"lists no data loader for {phase.name}")]
+    if any(i < 0 for i in idxs) or len(set(idxs)) != len(idxs):
+        return [ConfigError(f"{where}.{key}", f"expected distinct indices >= 0, got {list(idxs)}")]
+    return []
+
+
+def _is_task_wrapper(target: Any) -> bool:
+    """torchmetrics' ``Accuracy``-style classes, whose ``task`` picks the real metric class."""
+    from torchmetrics.classification.base import _ClassificationTaskWrapper
+
+    return isinstance(target, type) and issubclass(target, _ClassificationTaskWrapper)
+
+
+# What ``torchmetrics.Metric.__init__`` reads from ``**kwargs`` (torchmetrics 1.x).
+_METRIC_KWARGS = (
+    "compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
+    "distributed_available_fn", "sync_on_compute", "compute_with_cache",
+)  # fmt: skip
+
+
+def _param_errors(target: Any, spec: Metric, where: str) -> list[ConfigError]:
+    errors = check_params(target, spec.params, path=f"{where}.params")
+    if not _is_task_wrapper(target):
+        return errors
+    # The wrappers take **kwargs, so a misspelled key would only surface as a confusing error
+    # about the parameter it was meant to set.
+    known = [*inspect.signature(target).parameters, *_METRIC_KWARGS]
+    for key in spec.params:
+        if key not in known:
+            hint = did_you_mean(key, known)
+            errors.append(
+                ConfigError(f"{where}.params.{key}", f"{spec.name} has no parameter '{key}'{hint}")
+            )
+    if "task" not in spec.params:
+        errors = [e for e in errors if "needs 'task'" not in e.message]
+        errors.append(
+            ConfigError(
+                f"{where}.params",
+                f"torchmetrics' {spec.name} needs 'task' (binary, multiclass or multilabel) and, "
+                "for multiclass, 'num_classes' (multilabel: 'num_labels'), e.g. "
+                "{task: multiclass, num_classes: 10} (configs for torchmetrics 0.x omit them)",
+            )
+        )
+    return errors
+
+
+def _build(spec: Metric, where: str) -> Any:
+    return build(
+        METRICS, spec.name, spec.params, name_path=f"{where}.name", params_path=f"{where}.params"
+    )
+
+
+def _detached(value: Any) -> Any:
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _updated_anywhere(metrics: list[Any]) -> list[bool]:
+    """Whether each metric saw a batch on any rank: ranks must agree before ``compute`` syncs."""
+    counts = [int(m.update_count) for m in metrics]
+    dist = torch.distributed
+    if metrics and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = torch.tensor(counts, device=metrics[0].device)
+        dist.all_reduce(total)  # sync point: one small collective per phase end
+        counts = total.tolist()
+    return [c > 0 for c in counts]
