@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,32 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, Any], *, source: str) -> None:
+    """Load a checkpoint's ``model`` entry, with a short message when it does not fit."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:3]
+        raise OkcError(f"{source}: the weights do not fit this model: {' '.join(lines)}") from err
+
+
+def load_model_weights(
+    model: torch.nn.Module, exp: Any, checkpoint: str | Path | None, *, stage: str
+) -> None:
+    """Weights for evaluation/export: ``checkpoint``, else ``resume_path``, else the experiment's
+    ``task.load_checkpoint``; with none of them, warn that the weights are untrained."""
+    source = checkpoint or exp.resume_path
+    if source is not None:
+        load_state_into(model, load_checkpoint_file(source), source=str(source))
+    elif exp.task.load_checkpoint is not None:
+        from okc.engine.weights import load_checkpoint
+
+        load_checkpoint(model, exp.task.load_checkpoint)
+    else:
+        warnings.warn(
+            f"no checkpoint given: {stage} uses freshly initialized weights "
+            "(pass --checkpoint or set resume_path)",
+            stacklevel=3,
+        )

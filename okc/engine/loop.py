@@ -28,7 +28,13 @@ from okc.check import import_user_modules
 from okc.config.schema import Experiment, Phase
 from okc.engine import distributed
 from okc.engine.build import batch_limit, build_callbacks, build_task, limits, warn_unsupported
-from okc.engine.checkpoint import load_checkpoint_file, restore_rng_state, rng_state
+from okc.engine.checkpoint import (
+    load_checkpoint_file,
+    load_model_weights,
+    load_state_into,
+    restore_rng_state,
+    rng_state,
+)
 from okc.engine.checkpoint import save_checkpoint as write_checkpoint
 from okc.engine.guard import NonFiniteGuard
 from okc.engine.precision import Precision
@@ -190,7 +196,7 @@ class Loop:
     def _restore(self, path: str | Path) -> None:
         """Continue exactly where the checkpoint at ``path`` stopped."""
         state = load_checkpoint_file(path, what="resume_path")
-        self._load_model(state, source=str(path))
+        load_state_into(self.task.model, state, source=str(path))
         if "optimizers" not in state:
             raise OkcError(f"{path}: a weights-only checkpoint cannot resume a run")
         if len(state["optimizers"]) != len(self.optimizers):
@@ -214,26 +220,8 @@ class Loop:
         self.seed = state["seed"]
         restore_rng_state(state["rng"])
 
-    def _load_model(self, state: Mapping[str, Any], *, source: str) -> None:
-        try:
-            self.task.model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[0:3]
-            raise OkcError(f"{source}: weights do not fit this model: {' '.join(first)}") from err
-
     def load_weights(self, checkpoint: str | Path | None) -> None:
-        """Weights for evaluation: ``checkpoint``, else ``resume_path``, else load_checkpoint."""
-        source = checkpoint or self.exp.resume_path
-        if source is not None:
-            self._load_model(load_checkpoint_file(source), source=str(source))
-        elif self.exp.task.load_checkpoint is not None:
-            self._apply_load_checkpoint()
-        else:
-            warnings.warn(
-                f"no checkpoint given: {self.stage} runs on freshly initialized weights "
-                "(pass --checkpoint or set resume_path)",
-                stacklevel=2,
-            )
+        load_model_weights(self.task.model, self.exp, checkpoint, stage=self.stage)
 
     def _apply_load_checkpoint(self) -> None:
         from okc.engine.weights import load_checkpoint

@@ -1,0 +1,14 @@
+"""Export ``task.forward`` to ONNX and TorchScript, and run an exported ONNX model.
+
+    okc export experiments/shapes.yml --checkpoint runs/.../best.ckpt --format all
+
+The example input comes from ``task.params.inputs`` (TorchOk's field); the batch dimension is
+exported dynamic. After writing, okc runs the file (onnxruntime / torch.jit.load) on the example
+and checks it agrees with PyTorch, so a broken export never passes silently.
+"""
+
+from okc.export.onnx import OnnxModel, export_onnx
+from okc.export.run import export_experiment
+from okc.export.torchscript import export_torchscript
+
+__all__ = ["OnnxModel", "export_experiment", "export_onnx", "export_torchscript"]
