@@ -55,3 +55,17 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if len(hits) == 1:
         return f", did you mean '{hits[0]}'?"
     return ", did you mean " + " or ".join(f"'{h}'" for h in hits) + "?"
+
+
+class ParamError(ValueError):
+    """A bad value for parameter ``key`` of a component, raised while building it.
+
+    ``okc.config.bind.build`` reports it one key deeper than the params
+    (``task.params.backbone_params.pretrained: ...``). A ``ValueError`` so components stay
+    usable, and fail sensibly, without okc's config system.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from okc.config.convert import type_name
-from okc.errors import ConfigError, ConfigErrors, OkcError, did_you_mean
+from okc.errors import ConfigError, ConfigErrors, OkcError, ParamError, did_you_mean
 from okc.registry import Registry
 
 _SEQUENCES = (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection)
@@ -139,6 +139,8 @@ def build(
         return target(**params, **injected)
     except OkcError:
         raise
+    except ParamError as err:
+        raise ConfigError(f"{params_path}.{err.key}", err.message) from err
     except (ValueError, TypeError, KeyError) as err:
         raise ConfigError(params_path, f"{name}: {err}") from err
 

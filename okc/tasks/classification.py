@@ -58,7 +58,7 @@ class ClassificationTask(BaseTask):
     def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
         target = batch.get("target")
         embeddings = self.model.forward_features(batch[self.input_key])
-        out = {"embeddings": embeddings, "prediction": self.model.head(embeddings, target)}
+        out = {"embeddings": embeddings, "prediction": self.model.forward_head(embeddings, target)}
         if target is not None:
             out["target"] = target
         return out

@@ -1,0 +1,157 @@
+"""Any timm model as a backbone: a list of stage feature maps plus their channels and strides.
+
+One adapter over timm's ``features_only`` wrappers instead of one okc class per family: timm 1.0.31
+builds ``features_only`` for every one of its 1371 architectures (checked on the meta device),
+ViTs included (through ``forward_intermediates``), so no per-model fallback is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from okc.errors import ParamError, did_you_mean
+from okc.models.backbones.weights import (
+    check_weights_fit,
+    download_failed,
+    offline_unless_hub_reachable,
+    weights_path,
+)
+
+# timm arguments okc sets itself; a config setting them would break the stage contract.
+_RESERVED = {
+    "in_chans": "use in_channels",
+    "features_only": "okc always builds timm backbones with features_only",
+    "feature_cls": "okc needs timm's list-of-maps feature wrapper",
+    "pretrained_cfg_overlay": "pass a local weights file as pretrained instead",
+}
+_UNEXPECTED_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
+    """Value problems in backbone params that a signature cannot express; cheap, builds nothing."""
+    problems = [
+        ParamError(k, f"okc sets this itself ({why})")
+        for k, why in _RESERVED.items()
+        if k in params
+    ]
+    in_channels = params.get("in_channels", 3)
+    if type(in_channels) is int and in_channels < 1:
+        problems.append(ParamError("in_channels", f"must be at least 1, got {in_channels}"))
+    pretrained = params.get("pretrained", False)
+    if isinstance(pretrained, str):
+        try:
+            weights_path(pretrained)
+        except ParamError as err:
+            problems.append(err)
+    out_indices = params.get("out_indices")
+    if isinstance(out_indices, (list, tuple)) and not out_indices:
+        problems.append(ParamError("out_indices", "must name at least one stage"))
+    return problems
+
+
+class TimmBackbone(nn.Module):
+    """A timm model whose forward returns its stage maps, finest first, each (N, C, H, W).
+
+    ``out_channels`` and ``out_strides`` (one per returned stage) size the neck, pooling and head.
+    ``pretrained`` is false, true (timm's default weights from the hub) or a local weights file.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        in_channels: int = 3,
+        pretrained: bool | str = False,
+        out_indices: Sequence[int] | None = None,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        params = dict(timm_kwargs, in_channels=in_channels, pretrained=pretrained)
+        if out_indices is not None:
+            params["out_indices"] = out_indices
+        problems = param_problems(params)
+        if problems:
+            raise problems[0]
+        self.model_name = model_name
+        self.in_channels = in_channels
+        self.body = _create_features(
+            model_name,
+            in_channels=in_channels,
+            pretrained=pretrained,
+            out_indices=out_indices,
+            timm_kwargs=timm_kwargs,
+        )
+        info = self.body.feature_info
+        self.out_channels: list[int] = list(info.channels())
+        self.out_strides: list[int] = list(info.reduction())
+        # A few timm families (MambaOut, ...) compute channels-last and return NHWC maps.
+        self.channels_last_output = getattr(self.body, "output_fmt", "NCHW") == "NHWC"
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = self.body(x)
+        if self.channels_last_output:
+            return [f.permute(0, 3, 1, 2) for f in features]
+        return list(features)
+
+
+def _create_features(
+    model_name: str,
+    *,
+    in_channels: int,
+    pretrained: bool | str,
+    out_indices: Sequence[int] | None,
+    timm_kwargs: Mapping[str, Any],
+) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = {"in_chans": in_channels, **timm_kwargs}
+    load: dict[str, Any] = {"pretrained": pretrained is True}
+    if isinstance(pretrained, str):
+        path = weights_path(pretrained)
+        check_weights_fit(model_name, path, kwargs)
+        load = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+    if out_indices is not None:
+        kwargs["out_indices"] = tuple(out_indices)
+    if pretrained is True:
+        offline_unless_hub_reachable()
+    try:
+        return timm.create_model(model_name, features_only=True, **kwargs, **load)
+    except TypeError as err:
+        unknown = _unknown_kwarg(model_name, err)
+        if unknown is None:
+            raise
+        raise unknown from err
+    except IndexError as err:
+        if out_indices is None:
+            raise
+        raise ParamError("out_indices", f"{model_name} has no stage {list(out_indices)}") from err
+    except (OSError, RuntimeError) as err:
+        if pretrained is True and (isinstance(err, OSError) or "pretrained" in str(err)):
+            raise download_failed(model_name, err) from err
+        if isinstance(pretrained, str) and "state_dict" in str(err):  # size mismatch on load
+            raise ParamError("pretrained", f"weights in '{pretrained}' do not fit: {err}") from err
+        raise
+
+
+def _unknown_kwarg(model_name: str, err: TypeError) -> ParamError | None:
+    """A timm model's "unexpected keyword argument" as a config error with did-you-mean."""
+    match = _UNEXPECTED_KWARG.search(str(err))
+    if not match:
+        return None
+    class_name, key = match.groups()
+    from timm.models import get_arch_name, model_entrypoint
+
+    module = importlib.import_module(model_entrypoint(get_arch_name(model_name)).__module__)
+    cls = getattr(module, class_name, None)
+    known = list(inspect.signature(cls).parameters) if inspect.isclass(cls) else []
+    known = ["in_channels", "pretrained", "out_indices", *(k for k in known if k not in _RESERVED)]
+    return ParamError(
+        key, f"timm's {class_name} has no parameter '{key}'{did_you_mean(key, known)}"
+    )
