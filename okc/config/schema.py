@@ -162,7 +162,9 @@ class DataLoader:
     persistent_workers: bool = False  # okc's workers are threads that live as long as the loader
     prefetch_factor: int | None = None  # batches prefetched; None: 2
     timeout: float = 0
-    in_order: bool = True  # okc: False lets decoded samples arrive out of order (faster)
+    # okc: False lets decoded batches arrive out of order (faster) but makes a mid-epoch resume
+    # inexact (in-flight batches can be skipped)
+    in_order: bool = True
 
 
 @attrs.frozen

@@ -1,0 +1,24 @@
+"""Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
+
+from okc.data.datasets import cifar, classification, folder, segmentation, shapes
+from okc.data.datasets.base import ImageDataset
+from okc.data.datasets.cifar import CIFAR10, CIFAR100
+from okc.data.datasets.classification import ImageClassificationDataset
+from okc.data.datasets.folder import ImageFolder
+from okc.data.datasets.segmentation import ImageSegmentationDataset
+from okc.data.datasets.shapes import Shapes
+
+__all__ = [
+    "CIFAR10",
+    "CIFAR100",
+    "ImageClassificationDataset",
+    "ImageDataset",
+    "ImageFolder",
+    "ImageSegmentationDataset",
+    "Shapes",
+    "cifar",
+    "classification",
+    "folder",
+    "segmentation",
+    "shapes",
+]

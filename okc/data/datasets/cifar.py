@@ -1,0 +1,261 @@
+"""CIFAR-10 / CIFAR-100 from the official python archives, parsed without trusting pickle.
+
+The archives hold pickled dicts of numpy arrays and lists. ``pickle.load`` on a downloaded file can
+run arbitrary code, so batches are read with an unpickler that may only rebuild numpy arrays.
+``ARCHIVES`` is a module-level table so tests (and mirrors) can point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import torch
+
+from okc.data.datasets.base import ImageDataset, InputDtype
+from okc.data.datasets.folder import unpack
+from okc.data.io import ImageFormat, convert_format
+from okc.errors import OkcError
+from okc.paths import data_dir
+from okc.registry import DATASETS
+
+# Seconds to wait for the server to answer (and between bytes): offline fails fast.
+CONNECT_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class Archive:
+    url: str
+    md5: str
+    folder: str  # the folder the archive unpacks to
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+ARCHIVES: dict[str, Archive] = {
+    "CIFAR10": Archive(
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test=("test_batch",),
+    ),
+    "CIFAR100": Archive(
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train=("train",),
+        test=("test",),
+    ),
+}
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and plain containers; refuses every other global."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_batch(path: Path) -> dict[str, Any]:
+    """One CIFAR batch file as a dict with str keys."""
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as err:
+        raise OkcError(f"{path} is not a CIFAR batch file: {err}") from err
+    if not isinstance(batch, dict):
+        raise OkcError(f"{path} is not a CIFAR batch file (holds {type(batch).__name__})")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+class _CIFAR(ImageDataset):
+    archive_name = ""
+    label_key = "labels"
+
+    def __init__(
+        self,
+        *,
+        train: bool = True,
+        download: bool = False,
+        data_folder: str | None = None,
+        input_dtype: InputDtype,
+        image_format: ImageFormat,
+        test_mode: bool,
+    ) -> None:
+        super().__init__(input_dtype=input_dtype, image_format=image_format, test_mode=test_mode)
+        archive = ARCHIVES[self.archive_name]
+        folder = (
+            Path(data_folder).expanduser() if data_folder else data_dir(self.archive_name.lower())
+        )
+        batches = folder / archive.folder
+        names = archive.train if train else archive.test
+        if not all((batches / n).is_file() for n in names):
+            _unpack(archive, folder, download=download)
+        parts = [load_batch(batches / n) for n in names]
+        try:
+            data = np.concatenate([p["data"] for p in parts])
+            labels = np.concatenate([np.asarray(p[self.label_key]) for p in parts])
+            images = torch.from_numpy(data).view(-1, 3, 32, 32)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise OkcError(f"{batches}: unexpected CIFAR batch contents ({err})") from err
+        if image_format != "rgb":
+            images = torch.stack([convert_format(im, image_format) for im in images])
+        self.images = images
+        self.targets = torch.from_numpy(labels.astype(np.int64))
+        self.classes = _class_names(batches)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.test_mode:
+            return {"image": self.images[index], "index": index}
+        return {"image": self.images[index], "target": self.targets[index], "index": index}
+
+
+@DATASETS.register
+class CIFAR10(_CIFAR):
+    """CIFAR-10 (50,000 train / 10,000 test 32x32 images, 10 classes).
+
+    Args:
+        train: the training split (else the test split).
+        download: fetch the official archive when it is not in ``data_folder``.
+        data_folder: where the archive / its unpacked folder lives (default: okc's data cache).
+    """
+
+    archive_name = "CIFAR10"
+
+    def __init__(
+        self,
+        *,
+        train: bool = True,
+        download: bool = False,
+        data_folder: str | None = None,
+        input_dtype: InputDtype = "float32",
+        image_format: ImageFormat = "rgb",
+        test_mode: bool = False,
+    ) -> None:
+        super().__init__(
+            train=train,
+            download=download,
+            data_folder=data_folder,
+            input_dtype=input_dtype,
+            image_format=image_format,
+            test_mode=test_mode,
+        )
+
+
+@DATASETS.register
+class CIFAR100(_CIFAR):
+    """CIFAR-100 (100 fine classes; ``label_type: coarse`` gives the 20 superclasses)."""
+
+    archive_name = "CIFAR100"
+
+    def __init__(
+        self,
+        *,
+        train: bool = True,
+        download: bool = False,
+        data_folder: str | None = None,
+        label_type: Literal["fine", "coarse"] = "fine",
+        input_dtype: InputDtype = "float32",
+        image_format: ImageFormat = "rgb",
+        test_mode: bool = False,
+    ) -> None:
+        if label_type not in ("fine", "coarse"):
+            raise ValueError(f"label_type must be fine or coarse, not '{label_type}'")
+        self.label_key = f"{label_type}_labels"
+        super().__init__(
+            train=train,
+            download=download,
+            data_folder=data_folder,
+            input_dtype=input_dtype,
+            image_format=image_format,
+            test_mode=test_mode,
+        )
+
+
+def _class_names(batches: Path) -> list[str] | None:
+    for meta_name, key in (("batches.meta", "label_names"), ("meta", "fine_label_names")):
+        if (batches / meta_name).is_file():
+            names = load_batch(batches / meta_name).get(key)
+            return [n.decode() if isinstance(n, bytes) else str(n) for n in names or []] or None
+    return None
+
+
+def _unpack(archive: Archive, folder: Path, *, download: bool) -> None:
+    path = folder / archive.filename
+    if not path.is_file():
+        if not download:
+            raise OkcError(
+                f"{archive.filename} not found in {folder}; set download: true, or put the file "
+                f"there (from {archive.url}, md5 {archive.md5})"
+            )
+        _download(archive, path)
+    digest = md5sum(path)
+    if digest != archive.md5:
+        raise OkcError(
+            f"{path} is corrupt or not the official archive (md5 {digest}, expected "
+            f"{archive.md5}); delete it and download again, or put the right file there"
+        )
+    target = folder / archive.folder
+    shutil.rmtree(target, ignore_errors=True)
+    staging = folder / (archive.folder + ".unpacking")
+    shutil.rmtree(staging, ignore_errors=True)
+    unpack(path, staging)
+    os.replace(staging / archive.folder, target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download(archive: Archive, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with (
+            urllib.request.urlopen(archive.url, timeout=CONNECT_TIMEOUT) as response,
+            open(partial, "wb") as f,
+        ):
+            shutil.copyfileobj(response, f, length=1 << 20)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        partial.unlink(missing_ok=True)
+        reason = getattr(err, "reason", err)
+        raise OkcError(
+            f"cannot download {archive.url} ({reason}); without network access put "
+            f"{archive.filename} (md5 {archive.md5}) in {path.parent}"
+        ) from err
+    os.replace(partial, path)
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,88 @@
+"""ImageSegmentationDataset: a CSV of image paths and mask paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from okc.data.annotations import read_table
+from okc.data.datasets.base import (
+    ImageDataset,
+    InputDtype,
+    TargetDtype,
+    annotation_file,
+    drop_missing,
+    root_folder,
+    to_dtype,
+)
+from okc.data.io import CorruptSampleError, ImageFormat
+from okc.registry import DATASETS
+
+
+@DATASETS.register
+class ImageSegmentationDataset(ImageDataset):
+    """Images and single-channel label masks (PNG, class index per pixel) listed in a CSV.
+
+    Samples hold ``mask`` (int64 H,W), which follows geometric augmentations. Paths are relative to
+    ``data_folder``; so is ``annotation_path`` unless absolute.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_folder: str = "",
+        annotation_path: str | None = None,
+        input_column: str = "image_path",
+        target_column: str = "mask_path",
+        target_dtype: TargetDtype = "int64",
+        csv_path: str | None = None,
+        input_dtype: InputDtype = "float32",
+        image_format: ImageFormat = "rgb",
+        rgba_layout_color: int | Sequence[int] = 0,
+        test_mode: bool = False,
+        reader_library: str | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__(
+            input_dtype=input_dtype,
+            image_format=image_format,
+            rgba_layout_color=rgba_layout_color,
+            test_mode=test_mode,
+            reader_library=reader_library,
+            skip_corrupt=skip_corrupt,
+        )
+        folder = root_folder(data_folder)
+        columns = [input_column] if test_mode else [input_column, target_column]
+        self.table = read_table(annotation_file(folder, annotation_path, csv_path), columns)
+        self.paths = [str(folder / p) for p in self.table[input_column]]
+        self.mask_paths = (
+            None if test_mode else [str(folder / p) for p in self.table[target_column]]
+        )
+        self.target_dtype = to_dtype(target_dtype)
+        self.rows: Sequence[int] = range(len(self.paths))
+        if skip_corrupt:
+            keep = set(drop_missing(self.paths, self.where))
+            if self.mask_paths is not None:
+                keep &= set(drop_missing(self.mask_paths, self.where))
+            self.rows = sorted(keep)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, row: int) -> str:
+        return self.table.where(row)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        image = self._image(self.paths[row], row)
+        sample = {"image": image, "index": index}
+        if self.mask_paths is not None:
+            mask = self._mask(self.mask_paths[row], row)
+            if mask.shape != image.shape[1:]:
+                raise CorruptSampleError(
+                    f"mask {self.mask_paths[row]} is {tuple(mask.shape)}, its image "
+                    f"{tuple(image.shape[1:])} ({self.where(row)})",
+                    path=self.mask_paths[row],
+                )
+            sample["mask"] = mask.to(self.target_dtype)
+        return sample

@@ -1,0 +1,291 @@
+"""A data item of the experiment, built: dataset → batches on the CPU → augmented on the device.
+
+``DataPipeline`` iterates CPU batches (uint8 images, collated targets) from the threaded loader;
+``to_device`` moves one to the device and runs augmentation (TRAIN only) and the batched part of
+``transform``, eagerly (Kornia does not compile with fullgraph), ending with ``input_dtype``.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from okc.config.bind import build
+from okc.config.schema import DataItem, Phase
+from okc.data.augment import build_ops, split_transform
+from okc.data.collate import collate
+from okc.data.io import CorruptSampleError
+from okc.data.loader import BatchLoader
+from okc.data.ops import Chain
+from okc.data.sampling import BatchOrder, IndexSampler
+from okc.errors import ConfigError, OkcError
+from okc.registry import DATASETS, SAMPLERS
+
+# Sample keys holding label maps: they follow geometric augmentations, nearest-neighbour.
+MASK_KEYS = ("mask", "instances")
+
+
+def build_dataset(item: DataItem, *, path: str) -> Any:
+    """The item's dataset; errors name ``path`` (``data.TRAIN.0``) and the offending key."""
+    where = f"{path}.dataset"
+    try:
+        return build(
+            DATASETS,
+            item.dataset.name,
+            item.dataset.params,
+            name_path=f"{where}.name",
+            params_path=f"{where}.params",
+        )
+    except ConfigError:
+        raise
+    except OkcError as err:  # a missing folder, a bad CSV: say which config item pointed there
+        raise ConfigError(f"{where}.params", str(err)) from err
+
+
+class _LoadFailure:
+    """An error raised while loading in a worker thread, re-raised as is in the caller."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _BatchReader:
+    """Reads one batch: samples, per-sample size ops, collate; skips corrupt samples if asked."""
+
+    def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
+        self.dataset = dataset
+        self.per_sample = list(per_sample)
+        self.skip = bool(getattr(dataset, "skip_corrupt", False))
+        self.num_skipped = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, indices: list[int]) -> dict[str, Any] | _LoadFailure:
+        try:
+            samples = [s for s in map(self._sample, indices) if s is not None]
+            return collate(samples)
+        except OkcError as err:
+            return _LoadFailure(err)
+
+    def _sample(self, index: int) -> dict[str, Any] | None:
+        try:
+            sample = self.dataset[index]
+        except CorruptSampleError as err:
+            if not self.skip:
+                raise
+            with self._lock:
+                self.num_skipped += 1
+                count = self.num_skipped
+            warnings.warn(f"skip_corrupt: skipped {err} ({count} skipped so far)", stacklevel=2)
+            return None
+        if self.per_sample:
+            sample = self._resize(sample)
+        return sample
+
+    def _resize(self, sample: dict[str, Any]) -> dict[str, Any]:
+        keys = [k for k in MASK_KEYS if k in sample]
+        image, masks = sample["image"], [sample[k][None] for k in keys]  # ops want (C,H,W)
+        for op in self.per_sample:
+            image, masks = op(image, masks)
+        return {**sample, "image": image, **{k: m[0] for k, m in zip(keys, masks, strict=True)}}
+
+
+class DataPipeline:
+    """Batches of one data item on this rank, resumable mid-epoch.
+
+    ``for batch in pipeline`` yields CPU batches (``image`` uint8 B,C,H,W); ``to_device(batch)``
+    returns it on the device, augmented (TRAIN) and transformed (normalized, ``input_dtype``).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        loader: BatchLoader,
+        *,
+        reader: _BatchReader,
+        augment: nn.Module | None,
+        transform: nn.Module | None,
+        device: torch.device,
+    ) -> None:
+        self.dataset = dataset
+        self.device = device
+        self.input_dtype: torch.dtype = getattr(dataset, "input_dtype", torch.float32)
+        self._loader = loader
+        self._reader = reader
+        self.augment = augment.to(device) if augment is not None else None
+        self.transform = transform.to(device) if transform is not None else None
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (fewer when corrupt samples empty a whole batch)."""
+        return len(self._loader)
+
+    @property
+    def num_skipped(self) -> int:
+        """Corrupt samples skipped so far (``skip_corrupt``)."""
+        return self._reader.num_skipped
+
+    @property
+    def epoch(self) -> int:
+        return self._loader.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration reads (its shuffle order)."""
+        self._loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self._loader:
+            if isinstance(batch, _LoadFailure):
+                raise batch.error
+            if batch:  # every sample of the batch was corrupt and skipped
+                yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current epoch is (epoch, batches handed out); plain data for checkpoints."""
+        return {"loader": self._loader.state_dict(), "num_batches": len(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the saved epoch after its last handed-out batch on the next iteration."""
+        if state.get("num_batches") != len(self):
+            raise OkcError(
+                f"the saved data position is for {state.get('num_batches')} batches per epoch, "
+                f"this pipeline has {len(self)}: dataset, batch size or world size changed"
+            )
+        self._loader.load_state_dict(state["loader"])
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch on the device: augmented (TRAIN), transformed, image of ``input_dtype``."""
+        out = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+        keys = [k for k in MASK_KEYS if k in out]
+        image = (
+            out["image"].float().div_(255) if out["image"].dtype == torch.uint8 else out["image"]
+        )
+        masks = [out[k][:, None].float() for k in keys]
+        for stage in (self.augment, self.transform):
+            if stage is not None:
+                image, masks = stage(image, masks)
+        out["image"] = image.to(self.input_dtype)
+        for key, mask in zip(keys, masks, strict=True):
+            out[key] = mask[:, 0].round().to(batch[key].dtype)
+        return out
+
+
+def build_pipeline(
+    item: DataItem,
+    *,
+    phase: Phase,
+    path: str,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> DataPipeline:
+    """Build the dataset, sampler, loader and augmentations of one data item.
+
+    ``path`` is the item's key path (``data.TRAIN.0``) for errors. In VALID/TEST/PREDICT
+    ``drop_last`` would silently leave samples unscored: okc warns (TorchOk raised).
+    """
+    device = torch.device(device)
+    loader_cfg = item.dataloader
+    _warn_settings(item, phase, path)
+    transform = build_ops(item.dataset.transform, path=f"{path}.dataset.transform")
+    per_sample, batched = split_transform(transform)
+    augment = (
+        build_ops(item.dataset.augment, path=f"{path}.dataset.augment")
+        if phase is Phase.TRAIN
+        else []
+    )
+    dataset = build_dataset(item, path=path)
+    sampler = _build_sampler(item, path)
+    train = phase is Phase.TRAIN
+    order = BatchOrder(
+        len(dataset),
+        batch_size=loader_cfg.batch_size,
+        shuffle=loader_cfg.shuffle,
+        drop_last=loader_cfg.drop_last,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        pad=train and not loader_cfg.drop_last,
+        sampler=sampler,
+    )
+    pin = loader_cfg.pin_memory if loader_cfg.pin_memory is not None else device.type == "cuda"
+    if pin and not torch.cuda.is_available():
+        if loader_cfg.pin_memory:
+            warnings.warn(
+                f"{path}.dataloader.pin_memory: no CUDA device, not pinning", stacklevel=2
+            )
+        pin = False
+    reader = _BatchReader(dataset, per_sample)
+    loader = BatchLoader(
+        order,
+        reader,
+        num_workers=loader_cfg.num_workers,
+        in_order=loader_cfg.in_order,
+        pin_memory=pin,
+        prefetch=loader_cfg.prefetch_factor or 2,
+    )
+    return DataPipeline(
+        dataset,
+        loader,
+        reader=reader,
+        augment=Chain(augment) if augment else None,
+        transform=Chain(batched) if batched else None,
+        device=device,
+    )
+
+
+def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
+    if item.sampler is None:
+        return None
+    if item.dataloader.shuffle:
+        raise ConfigError(
+            f"{path}.dataloader.shuffle", "a sampler sets the order: set shuffle: false"
+        )
+    try:
+        sampler = build(
+            SAMPLERS,
+            item.sampler.name,
+            item.sampler.params,
+            name_path=f"{path}.sampler.name",
+            params_path=f"{path}.sampler.params",
+        )
+    except ConfigError:
+        raise
+    except OkcError as err:
+        raise ConfigError(f"{path}.sampler.params", str(err)) from err
+    if not isinstance(sampler, IndexSampler):
+        raise ConfigError(
+            f"{path}.sampler.name",
+            f"{item.sampler.name} is not an okc sampler (needs num_indices() and order())",
+        )
+    return sampler
+
+
+def _warn_settings(item: DataItem, phase: Phase, path: str) -> None:
+    for message in setting_warnings(item, phase, path):
+        warnings.warn(message, stacklevel=3)
+
+
+def setting_warnings(item: DataItem, phase: Phase, path: str) -> list[str]:
+    """Settings that are allowed but probably not meant."""
+    found = []
+    loader = item.dataloader
+    if phase is not Phase.TRAIN and loader.drop_last:
+        found.append(
+            f"{path}.dataloader.drop_last: true in {phase.name} leaves the last samples out of "
+            "the results (TorchOk refused it)"
+        )
+    if phase is not Phase.TRAIN and item.dataset.augment:
+        found.append(
+            f"{path}.dataset.augment: augmentations run in TRAIN only; ignored in {phase.name}"
+        )
+    if loader.timeout:
+        found.append(f"{path}.dataloader.timeout has no effect in okc's threaded loader")
+    return found

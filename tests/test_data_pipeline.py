@@ -1,0 +1,249 @@
+"""The pipeline: order, shuffle, drop_last, exact mid-epoch resume, sharding, corrupt samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from okc.config.schema import Augmentation, DataItem, DataLoader, Dataset, Phase
+from okc.data import build_pipeline
+from okc.data.pipeline import DataPipeline
+from okc.errors import ConfigError, OkcError
+
+
+def shapes_item(num: int = 23, *, transform=(), augment=(), **loader: Any) -> DataItem:
+    params = {"num_samples": num, "image_size": 8, "num_classes": 3}
+    return DataItem(
+        dataset=Dataset(name="Shapes", params=params, transform=transform, augment=augment),
+        dataloader=DataLoader(**{"batch_size": 4, **loader}),
+    )
+
+
+def pipeline(item: DataItem, phase: Phase = Phase.TRAIN, **kwargs: Any) -> DataPipeline:
+    return build_pipeline(item, phase=phase, path=f"data.{phase.name}.0", **kwargs)
+
+
+def indices(batches) -> list[int]:
+    return [i for b in batches for i in b["index"].tolist()]
+
+
+def test_in_order_batches_and_len() -> None:
+    p = pipeline(shapes_item(10, batch_size=4), Phase.VALID)
+    batches = list(p)
+    assert len(p) == 3 and [len(b["index"]) for b in batches] == [4, 4, 2]
+    assert indices(batches) == list(range(10))
+    batch = batches[0]
+    assert batch["image"].shape == (4, 3, 8, 8) and batch["image"].dtype == torch.uint8
+    assert batch["target"].shape == (4,)
+
+
+def test_drop_last() -> None:
+    p = pipeline(shapes_item(10, batch_size=4, drop_last=True))
+    assert len(p) == 2 and indices(p) == list(range(8))
+
+
+def test_shuffle_depends_on_seed_and_epoch() -> None:
+    item = shapes_item(30, batch_size=5, shuffle=True)
+    a, b, c = pipeline(item, seed=1), pipeline(item, seed=1), pipeline(item, seed=2)
+    first = indices(a)
+    assert sorted(first) == list(range(30)) and first != list(range(30))
+    assert first == indices(b) and first != indices(c)
+    a.set_epoch(1)
+    second = indices(a)
+    assert sorted(second) == list(range(30)) and second != first
+    a.set_epoch(0)
+    assert indices(a) == first
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("stop_after", [0, 1, 3, 6])
+def test_resume_mid_epoch_is_exact(num_workers: int, stop_after: int) -> None:
+    item = shapes_item(23, batch_size=4, shuffle=True, num_workers=num_workers)
+    full = pipeline(item, seed=5)
+    full.set_epoch(2)
+    expected = indices(full)
+
+    first = pipeline(item, seed=5)
+    first.set_epoch(2)
+    it = iter(first)
+    before = [next(it) for _ in range(stop_after)]
+    state = first.state_dict()
+
+    resumed = pipeline(item, seed=5)  # a new process: nothing but the state carries over
+    resumed.load_state_dict(state)
+    resumed.set_epoch(2)
+    after = list(resumed)
+    assert indices(before) + indices(after) == expected
+    resumed.set_epoch(3)  # the next epoch starts from its beginning
+    assert len(indices(resumed)) == 23
+
+
+def test_state_saved_at_the_end_resumes_to_nothing_and_next_epoch_is_whole() -> None:
+    item = shapes_item(8, batch_size=4, shuffle=True)
+    p = pipeline(item)
+    list(p)
+    state = p.state_dict()
+    q = pipeline(item)
+    q.load_state_dict(state)
+    assert list(q) == []
+    r = pipeline(item)
+    r.load_state_dict(state)
+    r.set_epoch(1)  # moving on: the saved position belonged to epoch 0
+    assert sorted(indices(r)) == list(range(8))
+
+
+def test_state_from_another_setup_is_refused() -> None:
+    state = pipeline(shapes_item(8, batch_size=4)).state_dict()
+    with pytest.raises(OkcError, match="batches per epoch"):
+        pipeline(shapes_item(8, batch_size=2)).load_state_dict(state)
+
+
+def test_two_ranks_cover_every_sample_once() -> None:
+    item = shapes_item(11, batch_size=3, shuffle=True)
+    ranks = [pipeline(item, Phase.VALID, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    seen = [indices(p) for p in ranks]
+    assert sorted(seen[0] + seen[1]) == list(range(11))
+    assert [len(p) for p in ranks] == [2, 2]
+
+
+def test_training_shards_keep_ranks_in_step() -> None:
+    padded = [pipeline(shapes_item(11, batch_size=3), rank=r, world_size=2) for r in (0, 1)]
+    assert [len(p) for p in padded] == [2, 2]
+    assert set(indices(padded[0]) + indices(padded[1])) == set(range(11))
+    dropped = [
+        pipeline(shapes_item(11, batch_size=2, drop_last=True, shuffle=True), rank=r, world_size=2)
+        for r in (0, 1)
+    ]
+    a, b = (indices(p) for p in dropped)
+    assert len(a) == len(b) == 4 and not set(a) & set(b)
+
+
+def test_to_device_normalizes_to_input_dtype() -> None:
+    norm = Augmentation("Normalize", {"mean": [0.5] * 3, "std": [0.5] * 3})
+    item = DataItem(
+        dataset=Dataset(
+            name="Shapes",
+            params={"num_samples": 4, "image_size": 8, "input_dtype": "bfloat16"},
+            transform=(norm, Augmentation("ToTensorV2")),
+        ),
+        dataloader=DataLoader(batch_size=4),
+    )
+    p = pipeline(item, Phase.VALID)
+    batch = next(iter(p))
+    out = p.to_device(batch)
+    assert out["image"].dtype == torch.bfloat16
+    expected = batch["image"].float() / 255 * 2 - 1
+    torch.testing.assert_close(out["image"].float(), expected, atol=1e-2, rtol=0)
+    assert torch.equal(out["target"], batch["target"])
+
+
+def test_resize_runs_per_sample_so_mixed_sizes_batch(tmp_path: Path) -> None:
+    rows = ["image_path,label"]
+    for i, size in enumerate([(6, 9), (12, 5), (7, 7)]):
+        Image.fromarray(np.full((*size, 3), 50 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{i}")
+    (tmp_path / "a.csv").write_text("\n".join(rows))
+    dataset = Dataset(
+        name="ImageClassificationDataset",
+        params={"data_folder": str(tmp_path), "annotation_path": "a.csv"},
+        transform=(Augmentation("Resize", {"height": 4, "width": 5}),),
+    )
+    batch = next(iter(pipeline(DataItem(dataset, DataLoader(batch_size=3)), Phase.VALID)))
+    assert batch["image"].shape == (3, 3, 4, 5)
+    without = DataItem(Dataset(dataset.name, dataset.params), DataLoader(batch_size=3))
+    with pytest.raises(OkcError, match=r"different shapes.*add Resize"):
+        next(iter(pipeline(without, Phase.VALID)))
+
+
+def _csv_with_corrupt(tmp_path: Path) -> DataItem:
+    rows = ["image_path,label"]
+    for i in range(6):
+        Image.fromarray(np.full((4, 4, 3), i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{i % 2}")
+    (tmp_path / "3.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "a.csv").write_text("\n".join(rows))
+    return DataItem(
+        Dataset(
+            "ImageClassificationDataset",
+            {"data_folder": str(tmp_path), "annotation_path": "a.csv"},
+        ),
+        DataLoader(batch_size=4, num_workers=2),
+    )
+
+
+def test_corrupt_file_fails_with_file_and_row(tmp_path: Path) -> None:
+    item = _csv_with_corrupt(tmp_path)
+    with pytest.raises(OkcError, match=r"3\.png.*a\.csv line 5 \(row 3\)"):
+        list(pipeline(item, Phase.VALID))
+
+
+def test_skip_corrupt_skips_and_counts(tmp_path: Path) -> None:
+    item = _csv_with_corrupt(tmp_path)
+    params = {**item.dataset.params, "skip_corrupt": True}
+    item = DataItem(Dataset(item.dataset.name, params), item.dataloader)
+    p = pipeline(item, Phase.VALID)
+    with pytest.warns(UserWarning, match=r"skipped .*3\.png.*\(1 skipped so far\)"):
+        seen = indices(p)
+    assert seen == [0, 1, 2, 4, 5] and p.num_skipped == 1
+
+
+def test_weighted_sampler(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("weight\n" + "\n".join(["0", "1", "0", "3"] * 3))
+    item = DataItem(
+        Dataset("Shapes", {"num_samples": 12, "image_size": 8}),
+        DataLoader(batch_size=5),
+        sampler=_sampler(tmp_path, num_samples=40),
+    )
+    drawn = indices(pipeline(item, seed=1))
+    assert len(drawn) == 40 and {i % 4 for i in drawn} == {1, 3}
+    assert drawn == indices(pipeline(item, seed=1))
+
+
+def _sampler(tmp_path: Path, **params: Any):
+    from okc.config.schema import Component
+
+    return Component("WeightedSampler", {"annotation_path": str(tmp_path / "w.csv"), **params})
+
+
+def test_sampler_with_shuffle_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("weight\n1\n1\n")
+    item = DataItem(
+        Dataset("Shapes", {"num_samples": 2, "image_size": 8}),
+        DataLoader(batch_size=1, shuffle=True),
+        sampler=_sampler(tmp_path),
+    )
+    with pytest.raises(ConfigError, match=r"data.TRAIN.0.dataloader.shuffle: a sampler"):
+        pipeline(item)
+
+
+def test_drop_last_outside_train_warns() -> None:
+    with pytest.warns(UserWarning, match=r"data.VALID.0.dataloader.drop_last"):
+        pipeline(shapes_item(8, drop_last=True), Phase.VALID)
+
+
+def test_build_errors_name_the_key_path(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("path,label\n")
+    item = DataItem(
+        Dataset(
+            "ImageClassificationDataset", {"data_folder": str(tmp_path), "annotation_path": "a.csv"}
+        )
+    )
+    with pytest.raises(ConfigError, match=r"data.TRAIN.0.dataset.params: .*no column 'image_path'"):
+        pipeline(item)
+    missing = DataItem(
+        Dataset("ImageFolder", {"data_folder": str(tmp_path / "nowhere")}),
+    )
+    with pytest.raises(
+        ConfigError, match=r"data.TRAIN.0.dataset.params: image folder does not exist"
+    ):
+        pipeline(missing)
+    typo = DataItem(Dataset("Shapes", {"num_sample": 3}))
+    with pytest.raises(
+        ConfigError, match=r"params.num_sample: Shapes has no parameter 'num_sample'"
+    ):
+        pipeline(typo)

@@ -1,0 +1,63 @@
+"""Shapes is learnable: a small CNN reaches >= 95% validation accuracy in about a minute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from okc.config.schema import Augmentation, DataItem, DataLoader, Dataset, Phase
+from okc.data import build_pipeline
+
+
+def _net(num_classes: int) -> nn.Module:
+    def block(cin: int, cout: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+        )
+
+    return nn.Sequential(
+        block(3, 32), block(32, 32), nn.MaxPool2d(2), block(32, 64), block(64, 64),
+        nn.MaxPool2d(2), block(64, 128), nn.MaxPool2d(2), block(128, 128),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_small_cnn_learns_shapes() -> None:
+    torch.manual_seed(0)
+    norm = (Augmentation("Normalize", {"mean": [0.5] * 3, "std": [0.25] * 3}),)
+
+    def item(split: str, num: int, **loader: object) -> DataItem:
+        params = {"num_samples": num, "split": split}
+        augment = (Augmentation("HorizontalFlip"),) if split == "train" else ()
+        return DataItem(
+            Dataset("Shapes", params, norm, augment), DataLoader(num_workers=2, **loader)
+        )
+
+    train = build_pipeline(
+        item("train", 8000, batch_size=128, shuffle=True, drop_last=True),
+        phase=Phase.TRAIN,
+        path="data.TRAIN.0",
+    )
+    valid = build_pipeline(
+        item("valid", 1000, batch_size=500), phase=Phase.VALID, path="data.VALID.0"
+    )
+    model, epochs = _net(10), 4
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * len(train))
+    for epoch in range(epochs):
+        train.set_epoch(epoch)
+        for batch in map(train.to_device, train):
+            loss = nn.functional.cross_entropy(model(batch["image"]), batch["target"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    with torch.no_grad():
+        correct = sum(
+            (model(b["image"]).argmax(1) == b["target"]).sum().item()
+            for b in map(valid.to_device, valid)
+        )
+    assert correct / 1000 >= 0.95
