@@ -69,15 +69,15 @@ def _hydra_argv(argv: list[str]) -> list[str]:
 
 def _print_error(err: OkcError) -> None:
     from rich.console import Console
+    from rich.text import Text
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if isinstance(err, ConfigErrors) and len(err.errors) > 1:
-        console.print(f"[bold red]error:[/] {len(err.errors)} problems in the experiment:")
+        console.print(Text.assemble(("error: ", "bold red"), f"{len(err.errors)} problems:"))
         for e in err.errors:
-            console.print(f"  {e}", markup=False)
+            console.print(Text(f"  {e}"))
     else:
-        console.print("[bold red]error:[/] ", end="")
-        console.print(str(err), markup=False)
+        console.print(Text.assemble(("error: ", "bold red"), str(err)))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,7 +88,12 @@ def _run(args: argparse.Namespace) -> int:
         return _check(exp, args.experiment)
     command = exp.mode or "train" if args.command == "run" else args.command
     if command in ("fit", "train"):
-        api.fit(exp)
+        result = api.fit(exp)
+        print(f"run folder: {result.run_dir}")
+        if result.best_checkpoint:
+            print(f"best checkpoint: {result.best_checkpoint}")
+        if result.last_checkpoint:
+            print(f"last checkpoint: {result.last_checkpoint}")
     elif command in ("validate", "test"):
         _print_metrics(getattr(api, command)(exp, checkpoint=args.checkpoint))
     elif command == "predict":
@@ -126,7 +131,14 @@ def _print_metrics(metrics: dict[str, float]) -> None:
     Console().print(table)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _format_warning  # one line per warning, no source excerpt
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
         argv = _hydra_argv(argv)

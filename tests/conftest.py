@@ -25,3 +25,57 @@ def _okc_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     home = tmp_path_factory.mktemp("okc-home")
     monkeypatch.setenv("OKC_HOME", str(home))
     return home
+
+
+TINY_EXPERIMENT = """
+task:
+  name: ClassificationTask
+  params:
+    backbone_name: test_resnet
+    pooling_name: Pooling
+    head_name: ClassificationHead
+    head_params: {num_classes: 4}
+    inputs: [{shape: [3, 16, 16], dtype: float32}]
+joint_loss:
+  losses:
+    - {name: CrossEntropyLoss, tag: ce, mapping: {input: prediction, target: target}}
+optimization:
+  - optimizer: {name: AdamW, params: {lr: 0.01}}
+data:
+  TRAIN:
+    - dataset:
+        name: Shapes
+        params: {num_samples: 256, image_size: 16, num_classes: 4, split: train}
+        transform: [{name: Normalize, params: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}]
+        augment: [{name: HorizontalFlip}]
+      dataloader: {batch_size: 32, shuffle: true, drop_last: true}
+  VALID:
+    - dataset:
+        name: Shapes
+        params: {num_samples: 128, image_size: 16, num_classes: 4, split: valid}
+        transform: [{name: Normalize, params: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}]
+      dataloader: {batch_size: 64}
+metrics:
+  - name: Accuracy
+    params: {task: multiclass, num_classes: 4}
+    mapping: {preds: prediction, target: target}
+    phases: [TRAIN, VALID, TEST]
+trainer: {max_epochs: 2, log_every_n_steps: 2, enable_progress_bar: false, num_sanity_val_steps: 0}
+seed_params: {seed: 0}
+"""
+
+
+@pytest.fixture
+def tiny_exp(tmp_path: Path):
+    """A factory of tiny Shapes experiments (a 0.4M-parameter timm model on 16x16 images) that
+    write their run folders under ``tmp_path``; ``tiny_exp("trainer.max_epochs=3", ...)``."""
+    import yaml
+
+    from okc.config.load import experiment_from_data
+
+    def make(*overrides: str, text: str = TINY_EXPERIMENT):
+        data = yaml.safe_load(text)
+        data.setdefault("logger", {"log_dir": str(tmp_path / "logs"), "experiment_name": "tiny"})
+        return experiment_from_data(data, overrides, name="tiny")
+
+    return make

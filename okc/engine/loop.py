@@ -473,6 +473,7 @@ class Loop:
 
     def _predict(self, pipelines: list[Any], writer: Any) -> Path:
         module = self._eval_module()
+        with_metrics: bool | None = None
         self.task.eval()
         with torch.inference_mode():
             for idx, data in enumerate(pipelines):
@@ -482,13 +483,25 @@ class Loop:
                     batch = self._to_device(data, batch)
                     with self.precision.forward_context():
                         _, _, outputs = module(batch, False)
-                    self.metrics.update(Phase.PREDICT, outputs, dataloader_idx=idx)
+                    if with_metrics is None:  # PREDICT data often has no targets
+                        with_metrics = self._metrics_apply(Phase.PREDICT, outputs)
+                    if with_metrics:
+                        self.metrics.update(Phase.PREDICT, outputs, dataloader_idx=idx)
                     writer.add(idx, batch.get("index"), self.task.predict_outputs(outputs))
                     self.call("on_validation_batch_end", b, limit)
         metrics = self.metrics.on_epoch_end(Phase.PREDICT)
         if metrics:
             self.log(metrics)
         return writer.write()
+
+    def _metrics_apply(self, phase: Phase, outputs: Mapping[str, Tensor]) -> bool:
+        """Whether the metrics of ``phase`` find their inputs; warn once when they do not."""
+        try:
+            self.metrics.check_outputs(phase, outputs.keys())
+        except OkcError as err:
+            warnings.warn(f"{phase.name} metrics are not computed: {err}", stacklevel=2)
+            return False
+        return True
 
     # --- interrupts -------------------------------------------------------------------------------
 
