@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check":
         return _check(exp, args.experiment)
     command = exp.mode or "train" if args.command == "run" else args.command
+    checkpoint, output = getattr(args, "checkpoint", None), getattr(args, "output", None)
     if command in ("fit", "train"):
         result = api.fit(exp)
         print(f"run folder: {result.run_dir}")
@@ -95,12 +96,12 @@ def _run(args: argparse.Namespace) -> int:
         if result.last_checkpoint:
             print(f"last checkpoint: {result.last_checkpoint}")
     elif command in ("validate", "test"):
-        _print_metrics(getattr(api, command)(exp, checkpoint=args.checkpoint))
+        _print_metrics(getattr(api, command)(exp, checkpoint=checkpoint))
     elif command == "predict":
-        path = api.predict(exp, checkpoint=getattr(args, "checkpoint", None), output=args.output)
+        path = api.predict(exp, checkpoint=checkpoint, output=output)
         print(f"predictions written to {path}")
     elif command == "export":
-        for path in api.export(exp, checkpoint=args.checkpoint, output=args.output, fmt=args.fmt):
+        for path in api.export(exp, checkpoint=checkpoint, output=output, fmt=args.fmt):
             print(f"exported {path}")
     return 0
 

@@ -121,4 +121,6 @@ def test_build_reports_missing_and_constructor_errors() -> None:
         build(METRICS, "Accuracy", {"task": "nonsense"}, name_path="m.name", params_path="m.params")
     # errors raised by the constructor itself are reported at the params' key path
     with pytest.raises(ConfigError, match=r"^m\.params: Accuracy: .*num_classes"):
-        build(METRICS, "Accuracy", {"task": "multiclass"}, name_path="m.name", params_path="m.params")
+        build(
+            METRICS, "Accuracy", {"task": "multiclass"}, name_path="m.name", params_path="m.params"
+        )

@@ -411,7 +411,9 @@ class Loop:
         log: bool = True,
     ) -> dict[str, float]:  # fmt: skip
         """Run ``phase`` on every loader; metrics and (optionally) losses, logged per phase."""
-        module = getattr(self, "eval_module", None) or self._eval_module()
+        module = getattr(self, "eval_module", None)
+        if module is None:
+            module = self._eval_module()
         with_loss = self.task.losses is not None and (
             phase is not Phase.VALID or self.exp.task.compute_loss_on_valid
         )

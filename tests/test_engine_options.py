@@ -1,0 +1,109 @@
+"""Loop options: precision, compile, several optimizers, accumulation, limits, early stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import okc
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss_step"] for r in records if "train/loss_step" in r]
+
+
+def test_bf16_mixed_precision_trains(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.precision=bf16-mixed", "trainer.max_epochs=1"))
+    losses = step_losses(result.run_dir)
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert result.metrics["valid/Accuracy"] >= 0.0
+
+
+def test_fp16_mixed_precision_uses_a_loss_scaler(tiny_exp) -> None:
+    from okc.engine.checkpoint import load_checkpoint_file
+
+    result = okc.fit(tiny_exp("trainer.precision=16-mixed", "trainer.max_epochs=1"))
+    state = load_checkpoint_file(result.last_checkpoint)
+    assert state["precision"]["scaler"]["scale"] > 0  # the GradScaler's state is checkpointed
+    assert all(torch.isfinite(torch.tensor(step_losses(result.run_dir))))
+
+
+@pytest.mark.compile
+def test_compiled_and_eager_steps_give_the_same_losses(tiny_exp) -> None:
+    common = (
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        "~data.TRAIN.0.dataset.augment",
+    )
+    eager = step_losses(okc.fit(tiny_exp(*common, "trainer.compile=false")).run_dir)
+    compiled = step_losses(okc.fit(tiny_exp(*common, "trainer.compile=true")).run_dir)
+    assert len(eager) == len(compiled) == 8
+    assert compiled == pytest.approx(eager, rel=1e-3, abs=1e-4)
+
+
+def test_two_optimizers_own_their_modules_and_step_their_schedulers(tiny_exp) -> None:
+    optimization = (
+        "optimization=["
+        "{optimizer: {name: SGD, params: {lr: 0.1}}, modules: [backbone],"
+        " scheduler: {name: StepLR, params: {step_size: 1, gamma: 0.5}}},"
+        "{optimizer: {name: AdamW, params: {lr: 0.01}},"
+        " scheduler: {name: ExponentialLR, params: {gamma: 0.9}, pl_params: {interval: step,"
+        " frequency: 2}}}]"
+    )
+    exp = tiny_exp("trainer.max_epochs=2", optimization)
+    from okc.engine.loop import Loop
+
+    loop = Loop(exp)
+    result = loop.fit()
+    sgd, adamw = (p.optimizer for p in loop.optimizers)
+    backbone = {id(p) for p in loop.task.model.backbone.parameters()}
+    assert {id(p) for g in sgd.param_groups for p in g["params"]} == backbone
+    assert not backbone & {id(p) for g in adamw.param_groups for p in g["params"]}
+    # epoch interval: two epochs halve twice; step interval every 2nd of 16 steps: 8 times
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+    assert adamw.param_groups[0]["lr"] == pytest.approx(0.01 * 0.9**8)
+    assert result.global_step == 16
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.max_epochs=1", "trainer.accumulate_grad_batches=3",
+                              "trainer.gradient_clip_val=0.5"))  # fmt: skip
+    assert result.global_step == 3  # 8 batches: steps after batches 3, 6 and the last
+
+
+def test_limits_and_max_steps(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.max_epochs=5", "trainer.limit_train_batches=3",
+                              "trainer.max_steps=7", "trainer.limit_val_batches=1"))  # fmt: skip
+    assert result.global_step == 7 and result.epochs == 3
+
+
+def test_fast_dev_run_runs_one_batch_and_saves_nothing(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.fast_dev_run=true"))
+    assert result.global_step == 1
+    assert result.last_checkpoint is None
+    assert not (result.run_dir / "checkpoints").exists()
+
+
+def test_early_stopping_stops(tiny_exp) -> None:
+    exp = tiny_exp(
+        "trainer.max_epochs=20",
+        "optimization.0.optimizer.params.lr=0.0",  # nothing improves
+        "+callbacks=[{name: EarlyStopping, params: {monitor: valid/loss, patience: 2}}]",
+    )
+    result = okc.fit(exp)
+    assert result.epochs == 3  # best at epoch 0, no improvement in 1 and 2
+
+
+def test_validation_every_n_epochs(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"))
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "valid/Accuracy" in r] == [1, 3]
+
+
+def test_learning_rate_monitor_logs_lr(tiny_exp) -> None:
+    result = okc.fit(tiny_exp("trainer.max_epochs=1", "+callbacks=[{name: LearningRateMonitor}]"))
+    assert result.metrics["lr-AdamW"] == pytest.approx(0.01)
