@@ -47,7 +47,29 @@ def _check_task(exp: Experiment) -> list[ConfigError]:
         task_cls = resolve(TASKS, exp.task.name, path="task.name")
     except ConfigError as err:
         return [err]
-    return task_cls.check_params(exp.task.params, path="task.params")
+    errors = task_cls.check_params(exp.task.params, path="task.params")
+    return errors + _check_mappings(exp, tuple(getattr(task_cls, "output_keys", ())))
+
+
+def _check_mappings(exp: Experiment, produced: tuple[str, ...]) -> list[ConfigError]:
+    """Loss and metric mappings must name outputs the task produces."""
+    if not produced:
+        return []  # a task that does not declare its outputs is checked at its first batch
+    sources = [
+        (f"joint_loss.losses.{i}.mapping.{arg}", key)
+        for i, loss in enumerate(exp.joint_loss.losses if exp.joint_loss else ())
+        for arg, key in loss.mapping.items()
+    ] + [
+        (f"metrics.{i}.mapping.{arg}", key)
+        for i, metric in enumerate(exp.metrics)
+        for arg, key in metric.mapping.items()
+    ]
+    listed = ", ".join(produced)
+    return [
+        ConfigError(path, f"{exp.task.name} produces no '{key}'; it produces: {listed}")
+        for path, key in sources
+        if key not in produced
+    ]
 
 
 def _check_losses(exp: Experiment) -> list[ConfigError]:
@@ -73,7 +95,19 @@ def _check_data(exp: Experiment) -> list[ConfigError]:
 def _check_metrics(exp: Experiment) -> list[ConfigError]:
     from okc.metrics import check_metrics
 
-    return check_metrics(exp.metrics, path="metrics")
+    errors = check_metrics(exp.metrics, path="metrics")
+    for i, metric in enumerate(exp.metrics):
+        for key, phase in (("val_dataloader_idxs", "VALID"), ("test_dataloader_idxs", "TEST")):
+            loaders = len(getattr(exp.data, phase))
+            bad = [j for j in getattr(metric, key) if j >= loaders > 0]
+            if bad and phase.lower() in {p.value for p in metric.phases}:
+                errors.append(
+                    ConfigError(
+                        f"metrics.{i}.{key}",
+                        f"data loader {bad[0]} does not exist; data.{phase} has {loaders}",
+                    )
+                )
+    return errors
 
 
 def _check_callbacks(exp: Experiment) -> list[ConfigError]:

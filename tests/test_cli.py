@@ -95,3 +95,16 @@ def test_python_dash_m_okc() -> None:
         [sys.executable, "-m", "okc", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("okc ")
+
+
+def test_check_catches_mappings_and_loader_indices_statically(capsys) -> None:
+    code, _, err = run(
+        capsys, "check", str(SHAPES), "metrics.0.mapping.preds=logits",
+        "metrics.1.val_dataloader_idxs=[0,3]",
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        "metrics.0.mapping.preds: ClassificationTask produces no 'logits'; it produces: embeddings, prediction, target"
+        in err
+    )
+    assert "metrics.1.val_dataloader_idxs: data loader 3 does not exist; data.VALID has 1" in err
