@@ -10,6 +10,7 @@ User errors print one short block and exit 2; ``--debug`` shows the traceback in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,15 +89,20 @@ def _run(args: argparse.Namespace) -> int:
         return _check(exp, args.experiment)
     command = exp.mode or "train" if args.command == "run" else args.command
     checkpoint, output = getattr(args, "checkpoint", None), getattr(args, "output", None)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, print once
     if command in ("fit", "train"):
         result = api.fit(exp)
+        if not main_process:
+            return 0
         print(f"run folder: {result.run_dir}")
         if result.best_checkpoint:
             print(f"best checkpoint: {result.best_checkpoint}")
         if result.last_checkpoint:
             print(f"last checkpoint: {result.last_checkpoint}")
     elif command in ("validate", "test"):
-        _print_metrics(getattr(api, command)(exp, checkpoint=checkpoint))
+        metrics = getattr(api, command)(exp, checkpoint=checkpoint)
+        if main_process:
+            _print_metrics(metrics)
     elif command == "predict":
         path = api.predict(exp, checkpoint=checkpoint, output=output)
         print(f"predictions written to {path}")

@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,23 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, Any], *, source: str) -> None:
+def load_state_into(
+    model: torch.nn.Module,
+    state: dict[str, Any],
+    *,
+    source: str,
+    load: Callable[[torch.nn.Module, dict[str, Any]], None] | None = None,
+) -> None:
     """Load a checkpoint's ``model`` entry, with a short message when it does not fit."""
     try:
-        model.load_state_dict(state["model"])
+        (load or _load_plain)(model, state["model"])
     except RuntimeError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:3]
         raise OkcError(f"{source}: the weights do not fit this model: {' '.join(lines)}") from err
+
+
+def _load_plain(model: torch.nn.Module, weights: dict[str, Any]) -> None:
+    model.load_state_dict(weights)
 
 
 def load_model_weights(

@@ -92,8 +92,8 @@ def wrap(module: nn.Module, env: DistEnv, *, strategy: str, sync_batchnorm: bool
         from torch.distributed.fsdp import fully_shard
 
         mesh = dist.device_mesh.init_device_mesh(env.device.type, (env.world_size,))
-        for child in module.children():
-            fully_shard(child, mesh=mesh)
+        for unit in getattr(module, "shard_units", list)():
+            fully_shard(unit, mesh=mesh)
         return fully_shard(module, mesh=mesh)
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
@@ -110,6 +110,19 @@ def all_reduce_mean(values: dict[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(keys, stacked.unbind(), strict=True))
 
 
+def sync_buffers(module: nn.Module) -> None:
+    """Give every rank the main process's buffers (BatchNorm running stats) before evaluating.
+
+    DDP broadcasts buffers at the start of each training forward, so after the last step each
+    rank holds stats updated by its own last batch; evaluation must use one model everywhere.
+    """
+    if not dist.is_initialized():
+        return
+    for buffer in module.buffers():
+        if not _is_dtensor(buffer):
+            dist.broadcast(buffer.data, src=0)
+
+
 def broadcast_object(obj: Any) -> Any:
     """The main process's ``obj`` on every rank (e.g. the run folder's timestamp)."""
     if not dist.is_initialized():
@@ -122,3 +135,55 @@ def broadcast_object(obj: Any) -> Any:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The model's whole state dict on every rank, also when FSDP2 shards it."""
+    if not _is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=False)
+    return get_model_state_dict(model, options=options)
+
+
+def load_full_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a whole state dict into ``model``, sharding it when FSDP2 shards the model."""
+    if not _is_sharded(model):
+        model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    if not _is_sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    if not _is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(
+        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
+    )
+
+
+def _is_sharded(model: nn.Module) -> bool:
+    return any(_is_dtensor(p) for p in model.parameters())
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)

@@ -164,7 +164,7 @@ class Loop:
         """The checkpoint of the run as it stands (see ``okc.engine.checkpoint``)."""
         self._guard.check(hint=NONFINITE_HINT)  # never save weights a NaN already reached
         state: dict[str, Any] = {
-            "model": self.task.model.state_dict(),
+            "model": distributed.full_state_dict(self.task.model),
             "experiment": self.exp.to_dict(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -176,7 +176,10 @@ class Loop:
             epoch=self.epoch if not self.epoch_done else self.epoch + 1,
             batch_idx=self.batch_idx if mid_epoch else 0,
             data=self.train_data.state_dict() if mid_epoch and self.train_data else None,
-            optimizers=[p.optimizer.state_dict() for p in self.optimizers],
+            optimizers=[
+                distributed.full_optimizer_state(self.task.model, p.optimizer)
+                for p in self.optimizers
+            ],
             schedulers=[p.scheduler.state_dict() if p.scheduler else None for p in self.optimizers],
             precision=self.precision.state_dict(),
             rng=rng_state(),
@@ -196,7 +199,9 @@ class Loop:
     def _restore(self, path: str | Path) -> None:
         """Continue exactly where the checkpoint at ``path`` stopped."""
         state = load_checkpoint_file(path, what="resume_path")
-        load_state_into(self.task.model, state, source=str(path))
+        load_state_into(
+            self.task.model, state, source=str(path), load=distributed.load_full_state_dict
+        )
         if "optimizers" not in state:
             raise OkcError(f"{path}: a weights-only checkpoint cannot resume a run")
         if len(state["optimizers"]) != len(self.optimizers):
@@ -207,7 +212,7 @@ class Loop:
         for pair, opt, sch in zip(
             self.optimizers, state["optimizers"], state["schedulers"], strict=True
         ):
-            pair.optimizer.load_state_dict(opt)
+            distributed.load_full_optimizer_state(self.task.model, pair.optimizer, opt)
             if pair.scheduler is not None and sch is not None:
                 pair.scheduler.load_state_dict(sch)
         self.precision.load_state_dict(state["precision"])
@@ -240,15 +245,16 @@ class Loop:
             raise ConfigError("optimization", "fit needs at least one optimizer")
         from okc.optim import build_optimization
 
-        self.optimizers = build_optimization(self.exp.optimization, self.task.model)
+        if self.exp.task.load_checkpoint is not None and not self.exp.resume_path:
+            self._apply_load_checkpoint()  # before sharding: it reads whole tensors
         (self.train_data,) = self._pipelines(Phase.TRAIN)
         valid = self._pipelines(Phase.VALID)
+        # Wrap first: FSDP2 replaces parameters, so optimizers are built on what it leaves.
         self.train_module = self._training_module()
         self.eval_module = self._eval_module()
+        self.optimizers = build_optimization(self.exp.optimization, self.task.model)
         if self.exp.resume_path:
             self._restore(self.exp.resume_path)
-        elif self.exp.task.load_checkpoint is not None:
-            self._apply_load_checkpoint()
         return self._run("fit", lambda: self._fit(valid))
 
     def _run(self, stage: str, body: Any) -> Any:
@@ -419,6 +425,7 @@ class Loop:
         )
         was_training = self.task.training
         self.task.eval()
+        distributed.sync_buffers(self.task.model)
         if log:
             self.call("on_validation_start")
         losses: dict[str, Tensor] = {}
