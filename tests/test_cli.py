@@ -20,7 +20,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("name", ["shapes.yml", "cifar.yml", "shapes.toml"])
+@pytest.mark.parametrize("name", ["shapes.yml", "cifar.yml", "cifar_folder.yml", "shapes.toml"])
 def test_check_accepts_every_shipped_experiment(capsys, name: str) -> None:
     code, out, err = run(capsys, "check", str(ROOT / "experiments" / name))
     assert code == 0, err

@@ -166,10 +166,18 @@ def test_env_and_oc_env_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("OKC_UNSET", raising=False)
     text = """
     task: {name: T, params: {a: '${env:OKC_TEST_DIR}/a', b: '${oc.env:OKC_TEST_DIR}',
-                              c: '${oc.env:OKC_UNSET,fallback}', d: '${env:OKC_UNSET,${env:OKC_TEST_DIR}}'}}
+                              c: '${oc.env:OKC_UNSET,fallback}', d: '${env:OKC_UNSET,${env:OKC_TEST_DIR}}',
+                              e: '${oc.env:OKC_UNSET,null}', f: '${oc.env:OKC_UNSET,8}'}}
     """
     params = load_text(tmp_path, text).task.params
-    assert params == {"a": "/data/x/a", "b": "/data/x", "c": "fallback", "d": "/data/x"}
+    assert params == {
+        "a": "/data/x/a",
+        "b": "/data/x",
+        "c": "fallback",
+        "d": "/data/x",
+        "e": None,
+        "f": 8,
+    }
 
 
 def test_missing_env_names_key_and_variable(

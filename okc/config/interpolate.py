@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from okc.config.overrides import parse_value
 from okc.errors import ConfigError
 
 _MISSING = object()
@@ -126,8 +127,9 @@ class _Resolver:
         value = os.environ.get(name)
         if value is not None:
             return value
-        if default:
-            return self.string(",".join(default).strip(), path)
+        if default:  # like OmegaConf, a default is a YAML scalar: `${oc.env:X,null}` is None
+            value = self.string(",".join(default).strip(), path)
+            return parse_value(value) if isinstance(value, str) else value
         raise ConfigError(
             _dotted(path), f"environment variable {name} is not set (used as ${{env:{name}}})"
         )
