@@ -119,7 +119,7 @@ def _check(exp: object, source: Path) -> int:
 
     from okc import api
 
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(Syntax(yaml.safe_dump(exp.to_dict(), sort_keys=False), "yaml"))
     errors = api.check(exp)
     if errors:
