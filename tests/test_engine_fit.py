@@ -157,3 +157,13 @@ def test_two_runs_with_the_same_seed_are_identical(tiny_exp) -> None:
     a = okc.fit(tiny_exp("trainer.max_epochs=1"))
     b = okc.fit(tiny_exp("trainer.max_epochs=1"))
     _assert_same_weights(_weights(a.last_checkpoint), _weights(b.last_checkpoint))
+
+
+def test_resumed_run_never_deletes_the_checkpoints_it_resumed_from(tiny_exp) -> None:
+    top = "+callbacks=[{name: ModelCheckpoint, params: {monitor: valid/loss, save_top_k: 1, save_last: true}}]"
+    first = okc.fit(tiny_exp("trainer.max_epochs=1", top))
+    kept = sorted((first.run_dir / "checkpoints").glob("*.ckpt"))
+    resumed = okc.fit(tiny_exp("trainer.max_epochs=3", top, f"resume_path={first.last_checkpoint}"))
+    assert resumed.run_dir != first.run_dir
+    assert sorted((first.run_dir / "checkpoints").glob("*.ckpt")) == kept
+    assert len(list((resumed.run_dir / "checkpoints").glob("epoch=*.ckpt"))) == 1

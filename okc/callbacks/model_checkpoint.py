@@ -59,10 +59,16 @@ class ModelCheckpoint(Callback):
         self.best_k: dict[str, float] = {}  # path -> score
         self.best_model_path: Path | None = None
         self.last_model_path: Path | None = None
+        self._restored_dirpath: Path | None = None
 
     def setup(self, loop: Loop, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = loop.run_dir / "checkpoints"
+        if self._restored_dirpath is not None and self._restored_dirpath != self.dirpath:
+            # A resumed run writing elsewhere keeps ranking from scratch: never delete the files
+            # of the run it resumed (Lightning does the same).
+            self.best_k.clear()
+        self._restored_dirpath = None
 
     # --- when -------------------------------------------------------------------------------------
 
@@ -175,6 +181,7 @@ class ModelCheckpoint(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "dirpath": str(self.dirpath) if self.dirpath else None,
             "best_k": dict(self.best_k),
             "best_model_path": str(self.best_model_path) if self.best_model_path else None,
             "last_model_path": str(self.last_model_path) if self.last_model_path else None,
@@ -182,6 +189,7 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_k = dict(state.get("best_k", {}))
+        self._restored_dirpath = Path(state["dirpath"]) if state.get("dirpath") else None
         best, last = state.get("best_model_path"), state.get("last_model_path")
         self.best_model_path = Path(best) if best else None
         self.last_model_path = Path(last) if last else None

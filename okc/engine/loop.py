@@ -90,6 +90,7 @@ class Loop:
         self.logged: dict[str, float] = {}  # latest value of every logged key
         self.train_data: Any = None
         self.num_train_batches = 0
+        self.interrupt_checkpoint: Path | None = None  # set by a callback that saved on Ctrl-C
         self._interrupt = threading.Event()
         self._guard = NonFiniteGuard(self.device)
         self._start = time.monotonic()
@@ -535,7 +536,7 @@ class Loop:
 
     def _stop_interrupted(self) -> None:
         self.call("on_interrupt")
-        saved = getattr(self, "interrupt_checkpoint", None)
+        saved = self.interrupt_checkpoint
         where = f"; resume with resume_path={saved}" if saved else ""
         raise Interrupted(f"interrupted at epoch {self.epoch}, step {self.global_step}{where}")
 
