@@ -386,7 +386,7 @@ def SafeRotate(
     p: float = 0.5,
 ) -> nn.Module:
     """Approximated by Rotate (the corners may leave the image)."""
-    return K.RandomRotation(degrees=_range(limit), resample=_resample(interpolation, None), p=p)
+    return Rotate(limit=limit, interpolation=interpolation, border_mode=border_mode, p=p)
 
 
 @_register
