@@ -207,7 +207,7 @@ class Logger:
 
     name: str = "CSVLogger"
     log_dir: str = "~/.cache/okc/logs"
-    experiment_name: str = "default"
+    experiment_name: str | None = None  # None: the experiment's name (TorchOk: "default")
     timestamp: str | None = None  # None: the run's start time, %Y-%m-%d/%H-%M-%S
     params: Params = _params()
 

@@ -39,7 +39,8 @@ def make_run_dir(exp: Experiment, *, now: dt.datetime | None = None) -> Path:
     """Create the run folder (unique, writable, with free space) and save the experiment in it."""
     spec = logger_spec(exp)
     stamp = spec.timestamp or (now or dt.datetime.now()).strftime("%Y-%m-%d/%H-%M-%S")
-    base = Path(spec.log_dir).expanduser() / spec.experiment_name / stamp
+    name = spec.experiment_name or exp.name or "default"
+    base = Path(spec.log_dir).expanduser() / name / stamp
     run_dir, n = base, 0
     while run_dir.exists() and any(run_dir.glob("metrics.*")):
         n += 1  # two runs in the same second: never mix their logs
