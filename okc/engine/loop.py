@@ -355,7 +355,8 @@ class Loop:
                               stacklevel=2)  # fmt: skip
                 return
             self._guard.observe(self.global_step, total, parts)
-            self.precision.backward(total / self.trainer.accumulate_grad_batches)
+            accumulate = self.trainer.accumulate_grad_batches
+            self.precision.backward(total / accumulate if accumulate > 1 else total)
         if boundary:
             self._optimizer_step()
         self._accumulate({"loss": total, **parts})
