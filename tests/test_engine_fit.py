@@ -153,6 +153,16 @@ def test_resume_from_a_step_checkpoint_after_a_crash(tiny_exp) -> None:
     )
 
 
+def test_resume_without_a_configured_seed_keeps_the_run_s_own_seed(tiny_exp) -> None:
+    with pytest.raises(Interrupted):
+        okc.fit(tiny_exp("~seed_params", "+callbacks=[{name: _InterruptAt, params: {step: 5}}]"))
+    ckpt = sorted(Path(tiny_exp().logger.log_dir).glob("tiny/*/*/checkpoints/last.ckpt"))[-1]
+    seed = load_checkpoint_file(ckpt)["seed"]
+    resumed = okc.fit(tiny_exp("~seed_params", f"resume_path={ckpt}"))
+    straight = okc.fit(tiny_exp(f"seed_params.seed={seed}"))
+    _assert_same_weights(_weights(resumed.last_checkpoint), _weights(straight.last_checkpoint))
+
+
 def test_two_runs_with_the_same_seed_are_identical(tiny_exp) -> None:
     a = okc.fit(tiny_exp("trainer.max_epochs=1"))
     b = okc.fit(tiny_exp("trainer.max_epochs=1"))

@@ -38,7 +38,7 @@ from okc.engine.checkpoint import (
 from okc.engine.checkpoint import save_checkpoint as write_checkpoint
 from okc.engine.guard import NonFiniteGuard
 from okc.engine.precision import Precision
-from okc.engine.seed import seed_everything
+from okc.engine.seed import choose_seed, seed_everything
 from okc.engine.step import TrainingModule, maybe_compile
 from okc.errors import ConfigError, OkcError
 from okc.loggers import build_run_logger, make_run_dir
@@ -72,7 +72,8 @@ class Loop:
         import_user_modules(exp)
         self.env = distributed.setup(exp.trainer)
         self.device = self.env.device
-        self.seed = seed_everything(exp.seed)
+        # every rank must shuffle with the same seed, or the data shards overlap
+        self.seed = seed_everything(distributed.broadcast_object(choose_seed(exp.seed)))
         self.limits = limits(exp.trainer)
         self.precision = Precision(exp.trainer.precision, self.device)
         self.task = build_task(exp)
@@ -197,14 +198,11 @@ class Loop:
         distributed.barrier()
         return Path(path)
 
-    def _restore(self, path: str | Path) -> None:
-        """Continue exactly where the checkpoint at ``path`` stopped."""
-        state = load_checkpoint_file(path, what="resume_path")
+    def _restore(self, path: str | Path, state: dict[str, Any]) -> None:
+        """Continue exactly where the checkpoint ``state`` (read from ``path``) stopped."""
         load_state_into(
             self.task.model, state, source=str(path), load=distributed.load_full_state_dict
         )
-        if "optimizers" not in state:
-            raise OkcError(f"{path}: a weights-only checkpoint cannot resume a run")
         if len(state["optimizers"]) != len(self.optimizers):
             raise OkcError(
                 f"{path}: saved with {len(state['optimizers'])} optimizers, "
@@ -223,7 +221,6 @@ class Loop:
         self.batch_idx = state["batch_idx"]
         if state.get("data") is not None:
             self.train_data.load_state_dict(state["data"])
-        self.seed = state["seed"]
         restore_rng_state(state["rng"])
 
     def load_weights(self, checkpoint: str | Path | None) -> None:
@@ -246,7 +243,13 @@ class Loop:
             raise ConfigError("optimization", "fit needs at least one optimizer")
         from okc.optim import build_optimization
 
-        if self.exp.task.load_checkpoint is not None and not self.exp.resume_path:
+        resume = None
+        if self.exp.resume_path:
+            resume = load_checkpoint_file(self.exp.resume_path, what="resume_path")
+            if "seed" not in resume:
+                raise OkcError(f"{self.exp.resume_path}: a weights-only checkpoint cannot resume")
+            self.seed = resume["seed"]  # the data order of the run being resumed
+        elif self.exp.task.load_checkpoint is not None:
             self._apply_load_checkpoint()  # before sharding: it reads whole tensors
         (self.train_data,) = self._pipelines(Phase.TRAIN)
         valid = self._pipelines(Phase.VALID)
@@ -254,8 +257,8 @@ class Loop:
         self.train_module = self._training_module()
         self.eval_module = self._eval_module()
         self.optimizers = build_optimization(self.exp.optimization, self.task.model)
-        if self.exp.resume_path:
-            self._restore(self.exp.resume_path)
+        if resume is not None:
+            self._restore(self.exp.resume_path, resume)
         return self._run("fit", lambda: self._fit(valid))
 
     def _run(self, stage: str, body: Any) -> Any:

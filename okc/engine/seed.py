@@ -10,17 +10,18 @@ import torch
 from okc.config.schema import SeedParams
 
 
-def seed_everything(params: SeedParams | None) -> int:
-    """Seed every RNG; without a configured seed pick one, so a run can always be repeated.
+def choose_seed(params: SeedParams | None) -> int:
+    """The configured seed, or a fresh one: every run has a seed, so every run can be repeated.
 
     ``seed_params.workers`` is accepted for TorchOk files: okc's data pipeline is always seeded
     from this seed (its random draws do not depend on how many workers decode).
     """
-    seed = (
-        params.seed
-        if params and params.seed is not None
-        else random.SystemRandom().randrange(2**31)
-    )
+    if params is not None and params.seed is not None:
+        return params.seed
+    return random.SystemRandom().randrange(2**31)
+
+
+def seed_everything(seed: int) -> int:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
