@@ -105,9 +105,9 @@ class _CIFAR(ImageDataset):
         train: bool = True,
         download: bool = False,
         data_folder: str | None = None,
-        input_dtype: InputDtype,
-        image_format: ImageFormat,
-        test_mode: bool,
+        input_dtype: InputDtype = "float32",
+        image_format: ImageFormat = "rgb",
+        test_mode: bool = False,
     ) -> None:
         super().__init__(input_dtype=input_dtype, image_format=image_format, test_mode=test_mode)
         archive = ARCHIVES[self.archive_name]
@@ -151,25 +151,6 @@ class CIFAR10(_CIFAR):
     """
 
     archive_name = "CIFAR10"
-
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        test_mode: bool = False,
-    ) -> None:
-        super().__init__(
-            train=train,
-            download=download,
-            data_folder=data_folder,
-            input_dtype=input_dtype,
-            image_format=image_format,
-            test_mode=test_mode,
-        )
 
 
 @DATASETS.register
