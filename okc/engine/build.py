@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import attrs
 
-from okc.config.bind import build, resolve
+from okc.config.bind import build
 from okc.config.schema import Experiment, Phase, Trainer
 from okc.engine.hooks import Callback
 from okc.errors import ConfigError
@@ -37,12 +36,9 @@ def warn_unsupported(trainer: Trainer) -> None:
 
 
 def build_task(exp: Experiment) -> BaseTask:
-    task_cls = resolve(TASKS, exp.task.name, path="task.name")
-    task = build(
+    return build(
         TASKS, exp.task.name, exp.task.params, name_path="task.name", params_path="task.params"
     )
-    assert isinstance(task, task_cls)
-    return task
 
 
 def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
@@ -136,9 +132,3 @@ def batch_limit(limit: int | float | None, available: int) -> int:
     if isinstance(limit, float) and limit <= 1.0:
         return min(available, max(1, math.floor(available * limit))) if limit > 0 else 0
     return min(available, int(limit))
-
-
-def output_path(output: Path | None, run_dir: Path, name: str) -> Path:
-    path = Path(output) if output else run_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
