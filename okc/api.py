@@ -15,7 +15,7 @@ import attrs
 
 from okc.config.load import load_experiment
 from okc.config.schema import Experiment
-from okc.errors import ConfigError
+from okc.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from okc.engine.hooks import Callback
@@ -36,9 +36,19 @@ def _experiment(exp: ExperimentLike, overrides: Iterable[str] = ()) -> Experimen
 
 def check(exp: ExperimentLike, overrides: Iterable[str] = ()) -> list[ConfigError]:
     """Every problem found without building anything (empty list: good to run)."""
-    from okc.check import check_experiment
+    from okc.checks import check_experiment
 
     return check_experiment(_experiment(exp, overrides))
+
+
+def _checked(exp: ExperimentLike, overrides: Iterable[str] = ()) -> Experiment:
+    """The experiment, after ``check`` found nothing: a run reports every problem at once
+    instead of stopping at the first one it builds."""
+    experiment = _experiment(exp, overrides)
+    errors = check(experiment)
+    if errors:
+        raise ConfigErrors(errors)
+    return experiment
 
 
 def _loop(exp: Experiment, stage: str) -> tuple[Loop, list[Callback]]:
@@ -54,7 +64,7 @@ def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
     """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
     from okc.callbacks.defaults import checkpoint_paths
 
-    loop, callbacks = _loop(_experiment(exp, overrides), "fit")
+    loop, callbacks = _loop(_checked(exp, overrides), "fit")
     result = loop.fit()
     best, last = checkpoint_paths(callbacks)
     return attrs.evolve(result, best_checkpoint=best, last_checkpoint=last)

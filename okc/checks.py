@@ -1,7 +1,9 @@
 """``okc check``: every problem an experiment has that can be found without building it.
 
 Names are resolved against their registries and ``params`` bound against constructor signatures;
-files the experiment points at must exist. Nothing heavy is built: no model, no dataset.
+files the experiment points at must exist. Nothing heavy is built: no model, no dataset. (The
+module is ``checks``: a module ``okc.check`` would replace the function ``okc.check`` on the
+package once imported.)
 """
 
 from __future__ import annotations
