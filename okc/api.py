@@ -18,6 +18,7 @@ from okc.config.schema import Experiment
 from okc.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
+    from okc.callbacks.lr_finder import LRFindResult
     from okc.engine.hooks import Callback
     from okc.engine.loop import FitResult, Loop
 
@@ -110,3 +111,35 @@ def export(
     return export_experiment(
         _experiment(exp, overrides), checkpoint=checkpoint, output=output, fmt=fmt
     )
+
+
+def find_lr(
+    exp: ExperimentLike,
+    overrides: Iterable[str] = (),
+    *,
+    min_lr: float = 1e-8,
+    max_lr: float = 1.0,
+    num_steps: int = 100,
+    early_stop_threshold: float | None = 4.0,
+    output: str | Path | None = None,
+) -> LRFindResult:
+    """The learning-rate range test on TRAIN (``okc.callbacks.lr_finder`` says how it works and
+    how the suggestion is chosen); writes the curve to ``output`` (default: ``lr_find.csv`` and
+    ``lr_find.png`` in the sweep's run folder) and returns it with the suggested lr."""
+    from okc.callbacks.defaults import build_callbacks
+    from okc.callbacks.lr_finder import LRFinder, sweep_experiment, write_result
+    from okc.engine.guard import NonFiniteLossError
+    from okc.engine.loop import Loop
+
+    sweep = sweep_experiment(_checked(exp, overrides), num_steps=num_steps)
+    finder = LRFinder(min_lr=min_lr, max_lr=max_lr, num_steps=num_steps,
+                      early_stop_threshold=early_stop_threshold)  # fmt: skip
+    loop = Loop(sweep, callbacks=[*build_callbacks(sweep, "fit"), finder])
+    try:
+        loop.fit()
+    except NonFiniteLossError:
+        if not finder.losses:
+            raise
+        finder.note_nonfinite()  # the sweep reached a diverging lr: its natural end
+    stem = Path(output).expanduser().with_suffix("") if output else loop.run_dir / "lr_find"
+    return write_result(finder.result(), stem)
