@@ -19,6 +19,7 @@ from okc.config.schema import Experiment
 from okc.errors import ConfigError
 from okc.loggers import check_logger
 from okc.models import MODEL_KEYS, check_model_params
+from okc.models.parts import ChecksParams
 from okc.registry import CALLBACKS, TASKS
 
 
@@ -116,9 +117,16 @@ def _check_callbacks(exp: Experiment) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for i, cb in enumerate(exp.callbacks):
         p = f"callbacks.{i}"
-        errors += check_component(
+        problems = check_component(
             CALLBACKS, cb.name, cb.params, name_path=f"{p}.name", params_path=f"{p}.params"
         )
+        target = CALLBACKS.find(cb.name)
+        if not problems and isinstance(target, ChecksParams):  # e.g. FreezeUnfreeze's entries
+            problems = [
+                ConfigError(f"{p}.params.{e.key}", e.message)
+                for e in target.param_problems(cb.params)
+            ]
+        errors += problems
     return errors
 
 
