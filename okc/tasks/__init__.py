@@ -2,5 +2,6 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.onnx import OnnxModel, ONNXTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec"]
+__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "ONNXTask", "OnnxModel"]
