@@ -106,7 +106,7 @@ def export(
     fmt: str = "onnx",
 ) -> list[Path]:
     """Export ``task.forward`` to ONNX and/or TorchScript; returns the written files."""
-    from okc.export import export_experiment
+    from okc.exports import export_experiment
 
     return export_experiment(
         _experiment(exp, overrides), checkpoint=checkpoint, output=output, fmt=fmt

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from okc.callbacks.model_checkpoint import ModelCheckpoint
 from okc.engine.hooks import RunView
 from okc.errors import ConfigError, ParamError, did_you_mean
-from okc.export.onnx import ONNX_OPTIONS, export_verified_onnx
+from okc.exports.onnx import ONNX_OPTIONS, export_verified_onnx
 from okc.registry import CALLBACKS
 
 

@@ -11,8 +11,8 @@ Output keys: the ONNX model's output names (what metric ``mapping`` values refer
 (symbolic dims such as the batch accept any size) and cast to its element type, so a wrong image
 size is one error naming the expected shape, not an onnxruntime trace.
 
-``OnnxModel`` (the runner) lives here rather than in ``okc.export`` because tasks sit below
-export in okc's layers; ``okc.export`` uses it to verify what it writes.
+``OnnxModel`` (the runner) lives here rather than in ``okc.exports`` because tasks sit below
+exports in okc's layers; ``okc.exports`` uses it to verify what it writes.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from okc.config.schema import Experiment
 from okc.engine.build import build_task
 from okc.engine.weights import load_evaluation_weights
 from okc.errors import OkcError
-from okc.export.onnx import export_verified_onnx, for_inputs, verify
-from okc.export.torchscript import export_torchscript, load_torchscript
+from okc.exports.onnx import export_verified_onnx, for_inputs, verify
+from okc.exports.torchscript import export_torchscript, load_torchscript
 from okc.paths import okc_home
 
 
