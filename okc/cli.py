@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.formatwarning = _format_warning  # one line per warning, no source excerpt
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
+    if any(a.partition("=")[0] in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
         argv = _hydra_argv(argv)
     parser = _parser()
     # Options may come after the overrides (`okc fit x.yml a=1 --debug b=2`).

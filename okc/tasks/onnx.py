@@ -157,12 +157,12 @@ class ONNXTask(BaseTask):
         where = "task.params.path_to_onnx"
         if not isinstance(path_to_onnx, str):
             return []  # the signature check reports the type
+        if Path(path_to_onnx).expanduser().is_file():
+            return []
         if _PLACEHOLDER.match(path_to_onnx):
             return [ConfigError(where, f"{path_to_onnx} is a placeholder: set it to your .onnx "
                                 "file (e.g. one okc export or CheckpointONNX wrote)")]  # fmt: skip
-        if not Path(path_to_onnx).expanduser().is_file():
-            return [ConfigError(where, f"file not found: {path_to_onnx}")]
-        return []
+        return [ConfigError(where, f"file not found: {path_to_onnx}")]
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
