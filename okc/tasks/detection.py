@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from okc.models.detection import (
 )
 from okc.registry import TASKS
 from okc.tasks.base import BaseTask, Batch
+from okc.tasks.predictions import PredictionWriter
 
 
 @TASKS.register
@@ -108,7 +108,7 @@ class SingleStageDetectionTask(BaseTask):
 CSV_COLUMNS = ("index", "x1", "y1", "x2", "y2", "score", "label")
 
 
-class DetectionWriter:
+class DetectionWriter(PredictionWriter):
     """``okc predict`` output for detection: a CSV with one row per detected box
     (``index,x1,y1,x2,y2,score,label``; boxes in the model input's pixels, after the
     transform's resizing and padding) and a JSON list with one entry per image,
@@ -119,14 +119,9 @@ class DetectionWriter:
     ``<stem>_rank<r>``.
     """
 
-    def __init__(self, path: str | Path, *, rank: int = 0, world_size: int = 1) -> None:
-        self.path = Path(path).expanduser()
-        self.rank, self.world_size = rank, world_size
-        self.images: dict[int, list[dict[str, Any]]] = defaultdict(list)
-
-    def add(self, loader_idx: int, index: Tensor | None, outputs: Mapping[str, Any]) -> None:
-        detections = outputs["prediction"]
-        images = self.images[loader_idx]
+    def add(self, loader: int, index: Tensor | None, columns: Mapping[str, Any]) -> None:
+        detections = columns["prediction"]
+        images = self.parts[loader]["images"]
         start = len(images)
         indices = index.tolist() if index is not None else range(start, start + len(detections))
         for i, det in zip(indices, detections, strict=True):
@@ -137,21 +132,12 @@ class DetectionWriter:
                 "labels": det["labels"].cpu().tolist(),
             })  # fmt: skip  # sync point (predict only)
 
-    def _stem(self, loader_idx: int) -> Path:
-        stem = self.path.stem
-        if len(self.images) > 1:
-            stem += f"_{loader_idx}"
-        if self.world_size > 1:
-            stem += f"_rank{self.rank}"
-        return self.path.with_name(stem)
-
     def write(self) -> Path:
         written = []
-        for loader_idx in sorted(self.images) or [0]:
-            stem = self._stem(loader_idx)
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            images = self.images.get(loader_idx, [])
-            json_path, csv_path = stem.with_suffix(".json"), stem.with_suffix(".csv")
+        for loader in sorted(self.parts) or [0]:
+            images = self.parts[loader]["images"] if loader in self.parts else []
+            json_path, csv_path = self.target(loader, ".json"), self.target(loader, ".csv")
+            json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(images), encoding="utf-8")
             with csv_path.open("w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
