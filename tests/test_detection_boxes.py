@@ -134,6 +134,8 @@ def _tight(mask: torch.Tensor, label: int) -> torch.Tensor | None:
         ("Flip", {"p": 0.8}, 0.0),
         ("RandomRotate90", {"p": 0.7}, 0.0),  # non-square: the image turns on its side
         ("RandomCrop", {"height": 30, "width": 30}, 0.0),
+        ("RandomCrop", {"size": [40, 48], "padding": 4}, 0.0),
+        ("Transpose", {"p": 0.5}, 0.0),
         ("OneOf", {"p": 0.9, "transforms": [{"name": "HorizontalFlip"},
                                              {"name": "VerticalFlip"}]}, 0.0),
         ("RandomResizedCrop", {"height": 32, "width": 32, "scale": [0.5, 1.0]}, 1.0),
