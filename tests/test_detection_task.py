@@ -267,3 +267,23 @@ def test_torchok_fcos_config_trains_on_a_tiny_coco(
     valid = next(r for r in records if "valid/MMDetMAP_50" in r)
     assert {"valid/MMDetMAP_75", "valid/CEMAP_map", "valid/CEMAP_map_small"} <= set(valid)
     assert result.best_checkpoint is not None  # ModelCheckpoint monitored valid/MMDetMAP_50
+
+
+@pytest.mark.compile
+def test_the_compiled_step_matches_eager(tmp_path: Path) -> None:
+    """Assignment and NMS stay out of the graph (data-dependent shapes); the rest compiles, and
+    batches with different box counts (none included) give eager's losses."""
+    from okc.engine.step import TrainingModule
+
+    exp = tiny(tmp_path)
+    task = build_task(exp).train()
+    step = TrainingModule(task, build_joint_loss(exp.joint_loss))
+    compiled = torch.compile(step, backend="aot_eager")
+    for count in (1, 2, 0):
+        batch = {"image": torch.rand(2, 3, 32, 32),
+                 "bboxes": [torch.tensor([[2.0, 2.0, 20.0, 24.0]] * count).reshape(-1, 4)] * 2,
+                 "label": [torch.ones(count, dtype=torch.long)] * 2}  # fmt: skip
+        total, parts, _ = compiled(batch)
+        expected, expected_parts, _ = step(batch)
+        torch.testing.assert_close(total, expected)
+        assert parts.keys() == expected_parts.keys()
