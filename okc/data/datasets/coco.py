@@ -121,7 +121,6 @@ class COCODetection(BoxDataset):
         self.classes: list[str] = index["classes"]
         self.category_ids: list[int] = index["category_ids"]
         self.paths = [str(self.root / self.split / f) for f in index["files"]]
-        self.sizes: list[list[int]] = index["sizes"]
         ends = torch.cumsum(index["lengths"], 0).tolist()
         self.spans = list(zip([0, *ends[:-1]], ends, strict=True))
         self.all_boxes, self.all_labels = index["boxes"], index["labels"]
@@ -158,7 +157,7 @@ def load_index(annotations: Path) -> dict[str, Any]:
 
 
 def parse_annotations(path: Path) -> dict[str, Any]:
-    """COCO json → files, sizes, per-image box counts, boxes (xywh) and labels (0..K-1)."""
+    """COCO json → files, per-image box counts, boxes (xywh) and labels (0..K-1)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -182,7 +181,6 @@ def parse_annotations(path: Path) -> dict[str, Any]:
         labels += [label_of[a["category_id"]] for a in anns]
     return {
         "files": [im["file_name"] for im in images],
-        "sizes": [[int(im.get("height", 0)), int(im.get("width", 0))] for im in images],
         "lengths": torch.tensor(lengths, dtype=torch.long),
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         "labels": torch.tensor(labels, dtype=torch.long),

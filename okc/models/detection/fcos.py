@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 
 from okc.errors import ParamError
-from okc.models.detection.assign import IGNORED, fcos_assign, max_iou_assign
+from okc.models.detection.assign import IGNORED, fcos_assign, inside_image, max_iou_assign
 from okc.models.detection.configs import (
     ActCfg,
     NormCfg,
@@ -129,7 +129,8 @@ class FCOSHead(DenseHead):
         train_cfg: ``{assigner: {type: MaxIoUAssigner, ...}}`` to assign by the IoU of a square
             prior box of ``prior_scale`` strides centred on each location (the ATSS paper's
             IoU-based FCOS) instead of by location and range; positives must also lie inside
-            their box. mmdet's FCOSHead ignored this setting; okc uses it.
+            their box, and ``allowed_border`` ignores priors reaching out of the image. mmdet's
+            FCOSHead ignored this setting; okc uses it.
         test_cfg: post-processing (``okc.models.detection.configs.TestCfg``).
         prior_scale: the prior box side in strides for ``train_cfg.assigner`` (default 8).
     """
@@ -261,7 +262,10 @@ class FCOSHead(DenseHead):
 
     # --- training ------------------------------------------------------------------------------
 
-    def _assign(self, points: Tensor, strides: Tensor, ranges: Tensor, boxes: Tensor) -> Tensor:
+    def _assign(
+        self, points: Tensor, strides: Tensor, ranges: Tensor, boxes: Tensor,
+        image_size: Sequence[int],
+    ) -> Tensor:  # fmt: skip
         if self.train_cfg.assigner is None:
             return fcos_assign(
                 points, strides, ranges, boxes, center_sampling=self.center_sampling,
@@ -269,7 +273,11 @@ class FCOSHead(DenseHead):
             )  # fmt: skip
         half = strides[:, None] * self.prior_scale / 2
         priors = torch.cat([points - half, points + half], dim=-1)
-        matched = max_iou_assign(priors, boxes, self.train_cfg.assigner)
+        valid = None
+        if self.train_cfg.allowed_border >= 0:
+            height, width = int(image_size[0]), int(image_size[1])
+            valid = inside_image(priors, height, width, self.train_cfg.allowed_border)
+        matched = max_iou_assign(priors, boxes, self.train_cfg.assigner, valid=valid)
         positive = matched >= 0
         target = boxes[matched.clamp(min=0)]
         inside = (points > target[:, :2]).all(-1) & (points < target[:, 2:]).all(-1)
@@ -285,7 +293,7 @@ class FCOSHead(DenseHead):
         labels, targets = [], []
         for boxes, classes in zip(gt_boxes, gt_labels, strict=True):
             boxes = boxes.to(points.device, torch.float32).reshape(-1, 4)
-            matched = self._assign(points, strides, ranges, boxes)
+            matched = self._assign(points, strides, ranges, boxes, image_size)
             label = torch.full_like(matched, self.num_classes)
             if boxes.shape[0]:
                 label = torch.where(matched >= 0, classes.to(matched)[matched.clamp(min=0)], label)
