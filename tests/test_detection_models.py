@@ -163,6 +163,12 @@ def test_fcos_max_iou_assigner_uses_square_priors() -> None:
     # 16 px priors centred at 4, 12, 20, 28: the four around the box overlap it with IoU
     # 144 / 368 = 0.39, under neg_iou_thr 0.4, but they are the box's best: low-quality matches
     assert labels() == [[1, 1, 2, 2], [1, 1, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
+    # an image without boxes: background everywhere
+    head = FCOSHead(num_classes=2, in_channels=8, in_strides=[8], stacked_convs=0, norm_cfg=None,
+                    train_cfg={"assigner": {"type": "MaxIoUAssigner"}})  # fmt: skip
+    raw = head([torch.zeros(1, 8, 4, 4)])
+    empty = head.loss_inputs(raw, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], (32, 32))
+    assert (empty["flatten_labels"] == 2).all()
     # allowed_border 0: priors reaching out of the 32x32 image (the outer ring) are ignored
     assert labels(allowed_border=0) == [[-1, -1, -1, -1], [-1, 1, 2, -1], [-1, 2, 2, -1],
                                         [-1, -1, -1, -1]]  # fmt: skip

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 import okc
-from okc.api import check  # the function: once imported, the submodule okc.check shadows it
+from okc.api import check, export  # the functions: imported submodules shadow okc.check/export
 from okc.config.load import experiment_from_data
 from okc.engine.build import build_task
 from okc.losses import build_joint_loss
@@ -262,7 +262,8 @@ def test_torchok_fcos_config_trains_on_a_tiny_coco(
     result = okc.fit(exp)
     assert result.global_step == 2
     records = _jsonl(result.run_dir)
-    losses = [r["train/loss_step"] for r in records if "train/loss_step" in r]
+    # three train images, batch size 8: each step is an epoch, which logs its mean loss
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     valid = next(r for r in records if "valid/MMDetMAP_50" in r)
     assert {"valid/MMDetMAP_75", "valid/CEMAP_map", "valid/CEMAP_map_small"} <= set(valid)
@@ -287,3 +288,26 @@ def test_the_compiled_step_matches_eager(tmp_path: Path) -> None:
         expected, expected_parts, _ = step(batch)
         torch.testing.assert_close(total, expected)
         assert parts.keys() == expected_parts.keys()
+
+
+def test_okc_export_writes_the_network_before_nms(tmp_path: Path) -> None:
+    """``okc export`` of a detection experiment: ONNX and TorchScript of ``forward`` (boxes and
+    scores of every prior), each within okc's tolerance of PyTorch (it warns otherwise)."""
+    import warnings
+
+    from okc.export.onnx import OnnxModel
+    from okc.export.torchscript import load_torchscript
+
+    exp = tiny(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = export(exp, output=tmp_path / "det", fmt="all")
+    assert sorted(p.suffix for p in written) == [".onnx", ".pt"]
+    assert not [w for w in caught if "differs from PyTorch" in str(w.message)]
+    x = torch.rand(3, 3, 32, 32)
+    onnx_out = OnnxModel(tmp_path / "det.onnx")(x)
+    script_out = load_torchscript(tmp_path / "det.pt")(x)
+    # (B, N, 4 + C + 1): every location of the two levels (strides 16 and 32: 2x2 and 1x1)
+    assert onnx_out.shape == script_out.shape == (3, 5, 4 + 3 + 1)
+    assert torch.isfinite(onnx_out).all()
+    torch.testing.assert_close(onnx_out, script_out, atol=1e-4, rtol=1e-4)

@@ -278,6 +278,8 @@ class FCOSHead(DenseHead):
             height, width = int(image_size[0]), int(image_size[1])
             valid = inside_image(priors, height, width, self.train_cfg.allowed_border)
         matched = max_iou_assign(priors, boxes, self.train_cfg.assigner, valid=valid)
+        if boxes.shape[0] == 0:
+            return matched
         positive = matched >= 0
         target = boxes[matched.clamp(min=0)]
         inside = (points > target[:, :2]).all(-1) & (points < target[:, 2:]).all(-1)
