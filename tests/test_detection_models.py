@@ -279,6 +279,7 @@ def test_a_head_needs_equal_channels_per_level() -> None:
 # --- export ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~10 s each: the exporter, not the model
 @pytest.mark.parametrize("params", [FCOS, RETINA], ids=["fcos", "retinanet"])
 def test_onnx_export_before_nms_matches_pytorch(params: dict[str, Any], tmp_path: Path) -> None:
     torch.manual_seed(0)

@@ -270,6 +270,7 @@ def test_torchok_fcos_config_trains_on_a_tiny_coco(
     assert result.best_checkpoint is not None  # ModelCheckpoint monitored valid/MMDetMAP_50
 
 
+@pytest.mark.slow
 @pytest.mark.compile
 def test_the_compiled_step_matches_eager(tmp_path: Path) -> None:
     """Assignment and NMS stay out of the graph (data-dependent shapes); the rest compiles, and
