@@ -291,3 +291,19 @@ def test_onnx_export_before_nms_matches_pytorch(params: dict[str, Any], tmp_path
     got = OnnxModel(path)(torch.rand(3, 3, 64, 64))  # another batch size: the batch is dynamic
     assert got.shape == (3, *expected.shape[1:])
     torch.testing.assert_close(OnnxModel(path)(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("params", [FCOS, RETINA], ids=["fcos", "retinanet"])
+def test_torchscript_trace_without_okc_tracer_warnings(params: dict[str, Any]) -> None:
+    import os
+    import warnings
+
+    torch.manual_seed(0)
+    model = build_detection_model(params).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (x,))
+    # torch's GroupNorm and torchvision's clip trace with warnings of their own; okc's code none
+    assert not [w for w in caught if f"{os.sep}okc{os.sep}" in w.filename]
+    torch.testing.assert_close(traced(x), model(x))

@@ -255,7 +255,7 @@ class FCOSHead(DenseHead):
         cls_scores, bbox_preds, centernesses = raw
         points = self._points(raw)[0]
         boxes = distance_to_box(points[None], self._distances(bbox_preds))
-        boxes = clip_boxes_to_image(boxes, (int(image_size[0]), int(image_size[1])))
+        boxes = clip_boxes_to_image(boxes, (image_size[0], image_size[1]))
         scores = flatten_levels(cls_scores, self.num_classes).float().sigmoid()
         centerness = flatten_levels(centernesses, 1).float().sigmoid()
         return torch.cat([boxes, scores, centerness], dim=-1)

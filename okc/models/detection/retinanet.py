@@ -158,16 +158,25 @@ class RetinaNetHead(DenseHead):
         return cls_scores, bbox_preds
 
     def anchors(self, raw: Any) -> Tensor:
-        """Every anchor (N, 4) xyxy in pixels, level by level, location by location."""
+        """Every anchor (N, 4) xyxy in pixels, level by level, location by location.
+
+        The cell anchors are torchvision's; they are laid on the grid here as torchvision's
+        ``grid_anchors`` does (a shift of ``stride`` per cell), but from the maps' sizes as
+        tensors, so a traced or exported model follows the input size.
+        """
         maps = raw[0]
-        like = maps[0]
         generator = self.anchor_generator
-        generator.set_cell_anchors(torch.float32, like.device)
-        sizes = [[int(m.shape[-2]), int(m.shape[-1])] for m in maps]
-        strides = [[like.new_tensor(s, dtype=torch.int64)] * 2 for s in self.strides]
-        anchors = generator.grid_anchors(sizes, strides)
-        shifted = [a + self.center_offset * s for a, s in zip(anchors, self.strides, strict=True)]
-        return torch.cat(shifted)
+        generator.set_cell_anchors(torch.float32, maps[0].device)
+        levels = []
+        for m, cell, stride in zip(maps, generator.cell_anchors, self.strides, strict=True):
+            offset = self.center_offset * stride
+            ys = torch.arange(m.shape[-2], device=m.device, dtype=torch.float32) * stride + offset
+            xs = torch.arange(m.shape[-1], device=m.device, dtype=torch.float32) * stride + offset
+            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+            x, y = grid_x.reshape(-1), grid_y.reshape(-1)
+            shifts = torch.stack([x, y, x, y], dim=1)
+            levels.append((shifts[:, None, :] + cell[None, :, :]).reshape(-1, 4))
+        return torch.cat(levels)
 
     def level_sizes(self, raw: Any) -> list[int]:
         return [m.shape[-2] * m.shape[-1] * self.num_anchors for m in raw[0]]
@@ -182,7 +191,7 @@ class RetinaNetHead(DenseHead):
             batch, num, 4
         )
         if self.clip_border:
-            boxes = clip_boxes_to_image(boxes, (int(image_size[0]), int(image_size[1])))
+            boxes = clip_boxes_to_image(boxes, (image_size[0], image_size[1]))
         scores = flatten_levels(cls_scores, self.num_classes).float().sigmoid()
         return torch.cat([boxes, scores], dim=-1)
 
