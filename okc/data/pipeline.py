@@ -23,6 +23,7 @@ from okc.config.bind import build
 from okc.config.schema import DataItem, Phase
 from okc.data.augment import build_ops, split_transform
 from okc.data.collate import collate
+from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
 from okc.data.ops import Boxes, Chain, box_problem, run
@@ -91,9 +92,10 @@ class _BatchReader:
     def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
-        self.image_keys = image_keys(dataset)
-        self.ragged_keys = tuple(getattr(dataset, "ragged_keys", ()))
-        self.skip = bool(getattr(dataset, "skip_corrupt", False))
+        spec = SampleSpec.of(dataset)
+        self.image_keys, self.ragged_keys, self.skip = (
+            spec.image_keys, spec.ragged_keys, spec.skip_corrupt
+        )
         self.num_skipped = 0
         self._lock = threading.Lock()
 
@@ -136,11 +138,6 @@ class _BatchReader:
         return out
 
 
-def image_keys(dataset: Any) -> tuple[str, ...]:
-    """The dataset's image keys (``ImageDataset.image_keys``; plain datasets hold ``image``)."""
-    return tuple(getattr(dataset, "image_keys", ("image",)))
-
-
 class DataPipeline:
     """Batches of one data item on this rank, resumable mid-epoch.
 
@@ -160,7 +157,7 @@ class DataPipeline:
     ) -> None:
         self.dataset = dataset
         self.device = device
-        self.input_dtype: torch.dtype = getattr(dataset, "input_dtype", torch.float32)
+        self.input_dtype = SampleSpec.of(dataset).input_dtype
         self._image_keys = reader.image_keys
         self._loader = loader
         self._reader = reader
