@@ -94,7 +94,9 @@ class _BatchReader:
         self.per_sample = list(per_sample)
         spec = SampleSpec.of(dataset)
         self.image_keys, self.ragged_keys, self.skip = (
-            spec.image_keys, spec.ragged_keys, spec.skip_corrupt
+            spec.image_keys,
+            spec.ragged_keys,
+            spec.skip_corrupt,
         )
         self.num_skipped = 0
         self._lock = threading.Lock()
@@ -259,7 +261,7 @@ def build_pipeline(
         else []
     )
     dataset = build_dataset(item, path=path)
-    if BOX_KEYS[0] in getattr(dataset, "ragged_keys", ()):
+    if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
         _check_box_ops(transform, f"{path}.dataset.transform")
         _check_box_ops(augment, f"{path}.dataset.augment")
     sampler = _build_sampler(item, path)

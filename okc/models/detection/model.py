@@ -8,15 +8,16 @@ stages' channels and strides (finest first), and the head the neck's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from okc.config.bind import build, check_params, raise_if, resolve
-from okc.errors import ConfigError, ParamError
+from okc.errors import ConfigError
 from okc.models.detection.dense import DenseHead, Detections
 from okc.models.model import check_model_params
+from okc.models.parts import ChecksParams
 from okc.registry import BACKBONES, DETECTION_HEADS, DETECTION_NECKS, Registry
 
 MODEL_KEYS = (
@@ -91,11 +92,9 @@ def _check_piece(
         return [err]
     where = f"{path}.{piece}_params"
     errors = check_params(target, piece_params, path=where, injected=supplied)
-    problems: Callable[[Mapping[str, Any]], list[ParamError]] | None = getattr(
-        target, "param_problems", None
-    )
-    if problems is not None and not errors:
-        errors += [ConfigError(f"{where}.{p.key}", p.message) for p in problems(piece_params)]
+    if isinstance(target, ChecksParams) and not errors:
+        problems = target.param_problems(piece_params)
+        errors += [ConfigError(f"{where}.{p.key}", p.message) for p in problems]
     return errors
 
 
