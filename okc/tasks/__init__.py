@@ -2,5 +2,6 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.detection import SingleStageDetectionTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec"]
+__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "SingleStageDetectionTask"]
