@@ -2,6 +2,10 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.detection import SingleStageDetectionTask
 from okc.tasks.onnx import OnnxModel, ONNXTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "ONNXTask", "OnnxModel"]
+__all__ = [
+    "BaseTask", "ClassificationTask", "InputSpec", "ONNXTask", "OnnxModel",
+    "SingleStageDetectionTask",
+]  # fmt: skip
