@@ -197,7 +197,10 @@ def test_timm_stages_follow_feature_info() -> None:
     stem = vit.get_stages(0)
     loose = dict(stem[0].named_parameters())  # cls_token and pos_embed: the same Parameters
     assert loose["cls_token"] is vit.body.model.cls_token
-    assert stem[-1] is vit.body.model.blocks[3]  # the block that makes the first returned map
+    assert stem[-1] is vit.body.model.blocks[0]  # the block that makes the first feature map
+    assert vit.num_stages == 5  # one per block, though only the last 3 maps are returned
+    detection_style = TimmBackbone(model_name="test_resnet", out_indices=(1, 2, 3))
+    assert detection_style.get_stages(1)[-1] is detection_style.body.layer1  # not shifted
     efficientnet = TimmBackbone(model_name="test_efficientnet")
     assert efficientnet.get_stages(1)[-1] is efficientnet.body.blocks[1]
     assert not isinstance(resnet.get_stages(0)[0], nn.Identity)

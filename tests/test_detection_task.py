@@ -296,8 +296,8 @@ def test_okc_export_writes_the_network_before_nms(tmp_path: Path) -> None:
     scores of every prior), each within okc's tolerance of PyTorch (it warns otherwise)."""
     import warnings
 
-    from okc.export.onnx import OnnxModel
-    from okc.export.torchscript import load_torchscript
+    from okc.exports.onnx import OnnxModel
+    from okc.exports.torchscript import load_torchscript
 
     exp = tiny(tmp_path)
     with warnings.catch_warnings(record=True) as caught:

@@ -102,16 +102,18 @@ class TimmBackbone(nn.Module):
 
     @property
     def num_stages(self) -> int:
-        """Stages after the stem that ``get_stages`` names: one per returned map but the first."""
-        return len(self.out_channels) - 1
+        """Stages after the stem that ``get_stages`` names (every feature stage of the timm model
+        that this backbone builds, whichever ``out_indices`` it returns)."""
+        return len(_stage_units(self.body, self.model_name)[2]) - 1
 
     def get_stages(self, num_stages: int) -> list[nn.Module]:
         """The stem and the first ``num_stages`` stages (TorchOk's ``get_stages``; FreezeUnfreeze's
         ``stages`` freezes them).
 
-        Stages follow the maps this backbone returns, found through timm's ``feature_info``
-        module names: the stem (stage 0) is every module up to and including the one that makes
-        the first map, stage i the modules after it up to the one that makes map i. A ResNet:
+        Stages follow timm's ``feature_info`` module names (all of the model's feature stages,
+        not only the ``out_indices`` returned): the stem (stage 0) is every module up to and
+        including the one that makes the first feature map, stage i the modules after it up to
+        the one that makes map i. A ResNet:
         stem ``conv1, bn1, act1``; stage 1 ``maxpool, layer1``; stage 2 ``layer2``. Parameters held
         directly by a module that spans stages (a ViT's ``cls_token``, ``pos_embed``) are stem.
         """
@@ -138,11 +140,14 @@ class _LooseParameters(nn.Module):
 
 def _feature_modules(body: nn.Module, model_name: str) -> tuple[nn.Module, list[nn.Module]]:
     """The module timm's ``feature_info`` names are relative to, and the module of each map."""
-    names = body.feature_info.module_name()
+    info = body.feature_info
+    names = [f["module"] for f in getattr(info, "info", ())] or info.module_name()
     roots = [body, *(m for m in (getattr(body, "model", None),) if isinstance(m, nn.Module))]
     for root in roots:
         found = [_submodule(root, name) for name in names]
-        if all(m is not None for m in found):
+        # stages after the last returned map are cut from the body: count up to the first gap
+        found = found[: found.index(None)] if None in found else found
+        if found and len(found) >= len(info.module_name()):
             return root, found  # type: ignore[return-value]
     raise ParamError(
         "stages",
