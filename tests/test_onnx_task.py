@@ -30,8 +30,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                             "phases": ["TEST"]})  # fmt: skip
     exp = experiment_from_data(data, ["trainer.max_epochs=1", "trainer.limit_train_batches=4"])
     result = okc.fit(exp)
-    (onnx_path,) = okc.export(exp, checkpoint=result.last_checkpoint, output=root / "tiny.onnx")
-    return {"data": data, "exp": exp, "ckpt": result.last_checkpoint, "onnx": onnx_path}
+    onnx_path, script_path = okc.export(exp, checkpoint=result.last_checkpoint,
+                                        output=root / "tiny", fmt="all")  # fmt: skip
+    return {"data": data, "exp": exp, "ckpt": result.last_checkpoint, "onnx": onnx_path,
+            "script": script_path}  # fmt: skip
 
 
 def onnx_experiment(trained: dict[str, Any], *overrides: str, **params: Any) -> okc.Experiment:
@@ -53,6 +55,16 @@ def test_onnx_test_metrics_equal_torch_test_metrics(trained) -> None:
     for key, value in onnx_metrics.items():
         assert value == pytest.approx(torch_metrics[key], abs=1e-6), key
     assert 0.0 < torch_metrics["test/Accuracy"] < 1.0  # a real, non-trivial number
+
+
+def test_torchscript_test_metrics_equal_torch_test_metrics(trained) -> None:
+    torch_metrics = okc.test(trained["exp"], checkpoint=trained["ckpt"])
+    data = {**onnx_experiment(trained).to_dict(),
+            "task": {"name": "TorchScriptTask", "params": {"path_to_model": str(trained["script"])}}}  # fmt: skip
+    script_metrics = okc.test(okc.Experiment.from_dict(data))
+    assert set(script_metrics) == {"test/Accuracy", "test/F1Score"}
+    for key, value in script_metrics.items():
+        assert value == pytest.approx(torch_metrics[key], abs=1e-6), key
 
 
 def test_predict_writes_the_onnx_outputs(trained, tmp_path: Path) -> None:

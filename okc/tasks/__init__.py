@@ -3,9 +3,9 @@
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
-from okc.tasks.onnx import OnnxModel, ONNXTask
+from okc.tasks.onnx import OnnxModel, ONNXTask, TorchScriptTask
 
 __all__ = [
     "BaseTask", "ClassificationTask", "InputSpec", "ONNXTask", "OnnxModel",
-    "SingleStageDetectionTask",
+    "SingleStageDetectionTask", "TorchScriptTask",
 ]  # fmt: skip

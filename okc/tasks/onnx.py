@@ -1,5 +1,6 @@
 """``ONNXTask``: test and predict with an exported model on onnxruntime, on the experiment's own
-TEST/PREDICT data and metrics (TorchOk's ``examples/configs/onnx_infer.yaml``).
+TEST/PREDICT data and metrics (TorchOk's ``examples/configs/onnx_infer.yaml``); ``TorchScriptTask``
+does the same with a TorchScript file (``okc export --format torchscript``).
 
 Params (TorchOk's): ``path_to_onnx``; ``providers``, onnxruntime's execution providers in order
 of preference (``CUDAExecutionProvider``, ``CPUExecutionProvider``; a provider this onnxruntime
@@ -212,3 +213,69 @@ class ONNXTask(BaseTask):
 
     def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         return self.runner(*inputs)
+
+
+def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` on the CPU (torch.jit is deprecated upstream: its notice is hidden)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+@TASKS.register
+class TorchScriptTask(BaseTask):
+    """Evaluates a TorchScript file: ``path_to_model``; ``input_keys``, the batch keys passed as
+    its positional inputs (default ``[image]``); ``output_names``, the names of its outputs (a
+    tensor or a tuple of them) for metric mappings (default ``[output]``, what ``okc export``'s
+    ONNX file calls it). The file's weights are its own: checkpoints have nothing to hold."""
+
+    def __init__(
+        self,
+        *,
+        path_to_model: str,
+        input_keys: Sequence[str] = ("image",),
+        output_names: Sequence[str] = ("output",),
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(inputs=inputs)
+        if not Path(path_to_model).expanduser().is_file():
+            raise ConfigError("task.params.path_to_model", f"file not found: {path_to_model}")
+        try:
+            self.scripted = load_torchscript(Path(path_to_model).expanduser())
+        except RuntimeError as err:
+            raise ConfigError("task.params.path_to_model",
+                              f"not a TorchScript file: {err}") from err  # fmt: skip
+        self.input_keys, self.output_names = list(input_keys), list(output_names)
+        self.output_keys = (*self.output_names, "target")  # type: ignore[misc]
+        self.model = nn.Module()  # no weights of its own to checkpoint
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
+        errors = check_params(cls, params, path=path)
+        file = params.get("path_to_model")
+        if isinstance(file, str) and not Path(file).expanduser().is_file():
+            errors.append(ConfigError(f"{path}.path_to_model", f"file not found: {file}"))
+        return errors
+
+    @classmethod
+    def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
+        return (*params.get("output_names", ("output",)), "target")
+
+    def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
+        missing = [k for k in self.input_keys if k not in batch]
+        if missing:
+            raise ConfigError("task.params.input_keys",
+                              f"the batch has no {missing}; it has {sorted(batch)}")  # fmt: skip
+        result = self.scripted(*(batch[k] for k in self.input_keys))
+        values = result if isinstance(result, (tuple, list)) else (result,)
+        if len(values) != len(self.output_names):
+            raise ConfigError("task.params.output_names",
+                              f"the model returns {len(values)} outputs, output_names names "
+                              f"{len(self.output_names)}")  # fmt: skip
+        out = dict(zip(self.output_names, values, strict=True))
+        if "target" in batch:
+            out["target"] = batch["target"]
+        return out
+
+    def forward(self, *inputs: Tensor) -> Any:
+        return self.scripted(*inputs)

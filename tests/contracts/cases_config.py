@@ -51,6 +51,21 @@ def _check_onnx_task(name: str, case: Case, *, tmp_path: Path, **_: Any) -> None
         )
 
 
+def _check_torchscript_task(name: str, case: Case, *, tmp_path: Path, **_: Any) -> None:
+    from okc.exports import export_torchscript
+    from okc.models import build_model
+
+    model = build_model({"backbone_name": "test_resnet", "pooling_name": "Pooling",
+                         "head_name": "ClassificationHead", "head_params": {"num_classes": 3}})  # fmt: skip
+    path = export_torchscript(model, [torch.rand(2, 3, 16, 16)], tmp_path / "m.pt")
+    task = make("tasks", name, Case(params={"path_to_model": str(path)}))
+    batch = {"image": torch.rand(2, 3, 16, 16), "target": torch.tensor([0, 2])}
+    out = task.forward_with_gt(batch)
+    assert set(out) == set(task.output_keys) == {"output", "target"}
+    with torch.no_grad():
+        torch.testing.assert_close(out["output"], model.eval()(batch["image"]))
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("callbacks", "FinalizeLogger"): Case(),
     ("callbacks", "FreezeUnfreeze"): Case(
@@ -61,4 +76,5 @@ CASES: dict[tuple[str, str], Case] = {
     ("loggers", "MLFlowLogger"): Case(check=_check_mlflow),
     ("loggers", "MLFlowLoggerX"): Case(check=_check_mlflow),
     ("tasks", "ONNXTask"): Case(check=_check_onnx_task),
+    ("tasks", "TorchScriptTask"): Case(check=_check_torchscript_task),
 }
