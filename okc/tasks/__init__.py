@@ -2,5 +2,6 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.segmentation import SegmentationTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec"]
+__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "SegmentationTask"]

@@ -1,12 +1,13 @@
 """Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
 
-from okc.data.datasets import cifar, classification, folder, segmentation, shapes
+from okc.data.datasets import cifar, classification, folder, segmentation, shapes, sweet_pepper
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
 from okc.data.datasets.folder import ImageFolder
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
+from okc.data.datasets.sweet_pepper import SweetPepper
 
 __all__ = [
     "CIFAR10",
@@ -16,9 +17,11 @@ __all__ = [
     "ImageFolder",
     "ImageSegmentationDataset",
     "Shapes",
+    "SweetPepper",
     "cifar",
     "classification",
     "folder",
     "segmentation",
     "shapes",
+    "sweet_pepper",
 ]
