@@ -37,6 +37,7 @@ from okc.models import build_model, check_model_params
 from okc.registry import BACKBONES, HEADS, TASKS
 from okc.tasks.base import BaseTask, Batch
 from okc.tasks.mask_writer import MaskWriter
+from okc.tasks.predictions import PredictionWriter
 
 MODEL_KEYS = (
     "backbone_name", "backbone_params", "neck_name", "neck_params", "head_name", "head_params",
@@ -45,8 +46,8 @@ MODEL_KEYS = (
 
 @TASKS.register
 class SegmentationTask(BaseTask):
-    # Every key the task can produce; ``declared_outputs`` says which a given head gives.
-    output_keys = ("prediction", "prediction_aux", "target")
+    # What every head gives; ``declared_outputs`` adds ``prediction_aux`` for heads that have it.
+    output_keys = ("prediction", "target")
 
     def __init__(
         self,
@@ -111,14 +112,16 @@ class SegmentationTask(BaseTask):
             outputs = tuple(o.squeeze(1) for o in outputs)
         return outputs[0], (outputs[1] if with_aux else None)
 
-    def predict_outputs(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def predict_outputs(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """``prediction``: the class index of every pixel (binary: logit > 0), (B, H, W) int64."""
         logits = outputs["prediction"]
         if self.num_classes == 1:
             return {"prediction": (logits > 0).long()}
         return {"prediction": logits.argmax(dim=1)}
 
-    def prediction_writer(self, path: str | Path, *, rank: int = 0, world_size: int = 1) -> Any:
+    def prediction_writer(
+        self, path: str | Path, *, rank: int = 0, world_size: int = 1
+    ) -> PredictionWriter:
         return MaskWriter(path, rank=rank, world_size=world_size, num_classes=self.num_classes)
 
     @classmethod
