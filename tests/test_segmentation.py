@@ -453,3 +453,34 @@ def test_mask_values_outside_the_classes_are_reported_with_the_file(tmp_path: Pa
         ImageSegmentationDataset(**common, num_classes=3, ignore_index=255)[0]
     ok = ImageSegmentationDataset(**common, num_classes=8, ignore_index=255)[0]
     assert ok["mask"].tolist()[0] == [0, 1, 7, 255, 2]
+
+
+SMALL = {"backbone_name": "test_resnet", "neck_name": "FPN", "neck_params": {"out_channels": 16}}
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("head", ["SegmentationHead", "OCRSegmentationHead"])
+def test_forward_with_gt_compiles_in_one_graph(head: str) -> None:
+    """aot_eager checks graph capture, padding and cropping included, forward and backward."""
+    task = SegmentationTask(**SMALL, head_name=head, head_params={"num_classes": 3}).train()
+    batch = {"image": torch.randn(2, 3, 33, 47), "mask": torch.randint(0, 3, (2, 33, 47))}
+    compiled = torch.compile(task.forward_with_gt, fullgraph=True, backend="aot_eager")
+    out = compiled(batch)
+    assert out["prediction"].shape == (2, 3, 33, 47)
+    losses = [
+        nn.functional.cross_entropy(v, batch["mask"]) for k, v in out.items() if k != "target"
+    ]
+    sum(losses).backward()
+
+
+def test_onnx_export_of_an_ocr_head_matches_torch(tmp_path: Path) -> None:
+    from okc.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    task = SegmentationTask(
+        **SMALL, head_name="OCRSegmentationHead", head_params={"num_classes": 3}
+    ).eval()
+    path = export_onnx(task, (torch.randn(2, 3, 40, 40),), tmp_path / "ocr.onnx")
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(OnnxModel(path)(x), task(x), atol=1e-4, rtol=1e-4)
