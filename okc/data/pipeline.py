@@ -146,6 +146,15 @@ class DataPipeline:
     def epoch(self) -> int:
         return self._loader.epoch
 
+    @property
+    def seed(self) -> int:
+        """The seed of the shuffle (and sampler) order; a resumed run sets its own back."""
+        return self._loader.order.seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._loader.order.seed = value
+
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration reads (its shuffle order)."""
         self._loader.set_epoch(epoch)
