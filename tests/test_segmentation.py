@@ -22,7 +22,7 @@ from okc.config.schema import Metric, Phase
 from okc.data import build_pipeline
 from okc.data.io import read_mask
 from okc.engine.build import build_task
-from okc.engine.checkpoint import load_checkpoint_file
+from okc.engine.checkpoint import load_weights, read_checkpoint
 from okc.engine.seed import seed_everything
 from okc.errors import ConfigError, OkcError
 from okc.export.onnx import OnnxModel
@@ -359,7 +359,7 @@ def test_hrnet_ocr_trains_two_steps_with_an_aux_loss(seg_exp) -> None:
     assert logged["valid/loss"] == pytest.approx(logged["valid/ce"] + 0.4 * logged["valid/ce_aux"])
     seed_everything(0)  # as the run was seeded: its initial weights
     init = build_task(exp).model.state_dict()["head.aux_head.1.weight"]
-    trained = load_checkpoint_file(result.last_checkpoint)["model"]["head.aux_head.1.weight"]
+    trained = read_checkpoint(result.last_checkpoint)["model"]["head.aux_head.1.weight"]
     # two AdamW steps of lr 0.005 move each weight by about 0.01 at most: trained, from this init
     assert 0 < (trained - init).abs().max() < 0.011
 
@@ -402,7 +402,7 @@ def test_predict_writes_palette_pngs_equal_to_the_argmax(trained, tmp_path: Path
     assert [int(r["index"]) for r in rows] == list(range(21))
     # the argmax computed here, independently of okc predict
     task = build_task(exp).eval()
-    task.model.load_state_dict(load_checkpoint_file(checkpoint)["model"])
+    load_weights(task.model, checkpoint)
     pipeline = build_pipeline(exp.data.PREDICT[0], phase=Phase.PREDICT, path="data.PREDICT.0")
     expected: dict[int, torch.Tensor] = {}
     with torch.no_grad():
@@ -426,7 +426,7 @@ def test_onnx_export_of_a_segmentation_model_matches_torch(trained, tmp_path: Pa
     exp = experiment_from_data(data, ())  # an odd size: the padding and cropping are exported
     (path,) = api.export(exp, checkpoint=checkpoint, output=tmp_path / "seg.onnx", fmt="onnx")
     task = build_task(exp).eval()
-    task.model.load_state_dict(load_checkpoint_file(checkpoint)["model"])
+    load_weights(task.model, checkpoint)
     x = torch.randn(3, 3, 33, 47)  # another batch size than the export's
     got = OnnxModel(path)(x)
     with torch.no_grad():
