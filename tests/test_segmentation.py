@@ -4,6 +4,8 @@ training, predicted PNG masks and ONNX export, on tiny timm models and Shapes ma
 from __future__ import annotations
 
 import csv
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -419,20 +421,30 @@ def test_predict_writes_palette_pngs_equal_to_the_argmax(trained, tmp_path: Path
         assert torch.equal(read_mask(path), expected[int(row["index"])])
 
 
-def test_onnx_export_of_a_segmentation_model_matches_torch(trained, tmp_path: Path) -> None:
+def test_export_of_a_segmentation_model_matches_torch(trained, tmp_path: Path) -> None:
+    """``okc export --format all``: ONNX and TorchScript, at an odd size (padding exported)."""
+    from okc.export.torchscript import load_torchscript
+
     data, checkpoint = trained
     data = {**data, "task": {**data["task"]}}
     data["task"]["params"] = {**data["task"]["params"], "inputs": [{"shape": [3, 33, 47]}]}
-    exp = experiment_from_data(data, ())  # an odd size: the padding and cropping are exported
-    (path,) = api.export(exp, checkpoint=checkpoint, output=tmp_path / "seg.onnx", fmt="onnx")
+    exp = experiment_from_data(data, ())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        onnx_path, script_path = api.export(
+            exp, checkpoint=checkpoint, output=tmp_path / "seg", fmt="all"
+        )
+    assert not [w for w in caught if f"{os.sep}okc{os.sep}" in w.filename]  # no tracer warnings
     task = build_task(exp).eval()
     load_weights(task.model, checkpoint)
     x = torch.randn(3, 3, 33, 47)  # another batch size than the export's
-    got = OnnxModel(path)(x)
     with torch.no_grad():
         expected = task(x)
-    assert got.shape == expected.shape == (3, 3, 33, 47)
+        scripted = load_torchscript(script_path)(x)
+    got = OnnxModel(onnx_path)(x)
+    assert got.shape == scripted.shape == expected.shape == (3, 3, 33, 47)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scripted, expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(got.argmax(1), expected.argmax(1))
 
 

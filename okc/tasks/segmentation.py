@@ -46,6 +46,13 @@ MODEL_KEYS = (
 
 @TASKS.register
 class SegmentationTask(BaseTask):
+    """TorchOk's ``SegmentationTask``: ``backbone_*``, ``neck_*`` and ``head_*`` name and size the
+    model pieces (no pooling: the head takes the neck's map); ``inputs`` is the export shape.
+
+    The number of classes is the head's ``num_classes``; one class means binary segmentation
+    (see the module doc for the output shapes).
+    """
+
     # What every head gives; ``declared_outputs`` adds ``prediction_aux`` for heads that have it.
     output_keys = ("prediction", "target")
 
@@ -99,14 +106,16 @@ class SegmentationTask(BaseTask):
     def _logits(self, image: Tensor, *, with_aux: bool) -> tuple[Tensor, Tensor | None]:
         height, width = image.shape[-2:]
         pad_h, pad_w = -height % self.pad_multiple, -width % self.pad_multiple
-        x = F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
+        # TorchScript tracing sees sizes as tensors: pad and crop always (no-ops at 0), no `if`.
+        padded = torch.jit.is_tracing() or bool(pad_h or pad_w)
+        x = F.pad(image, (0, pad_w, 0, pad_h)) if padded else image
         features = self.model.forward_features(x)
         size = x.shape[-2:]
         if with_aux:  # through the head's __call__, so FSDP's hooks see it
             outputs = self.model.head(features, None, image_size=size, with_aux=True)
         else:
             outputs = (self.model.forward_head(features, image_size=size),)
-        if pad_h or pad_w:
+        if padded:
             outputs = tuple(o[..., :height, :width] for o in outputs)
         if self.num_classes == 1:
             outputs = tuple(o.squeeze(1) for o in outputs)
