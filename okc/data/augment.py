@@ -8,6 +8,10 @@ are accepted: albumentations' ``height``/``width`` and Kornia's ``size``, ``inte
 ``resample``. Some mappings are approximate (noted in their docstrings): Kornia's ops are not
 pixel-identical to OpenCV's. Containers (Compose, OneOf, SomeOf, Sequential) take
 ``params.transforms``, a list of ``{name, params}``.
+
+Masks and boxes follow the geometric ops (``okc.data.ops``): every op here moves boxes or leaves
+them alone, except ``ElasticTransform`` (and Kornia's elastic, fisheye and thin-plate warps), which
+a dataset with boxes refuses when its pipeline is built.
 """
 
 from __future__ import annotations

@@ -1,9 +1,20 @@
 """Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
 
-from okc.data.datasets import cifar, classification, folder, segmentation, shapes, sweet_pepper
+from okc.data.datasets import (
+    cifar,
+    classification,
+    coco,
+    detection,
+    folder,
+    segmentation,
+    shapes,
+    sweet_pepper,
+)
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
+from okc.data.datasets.coco import COCODetection
+from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
@@ -12,6 +23,8 @@ from okc.data.datasets.sweet_pepper import SweetPepper
 __all__ = [
     "CIFAR10",
     "CIFAR100",
+    "COCODetection",
+    "DetectionDataset",
     "ImageClassificationDataset",
     "ImageDataset",
     "ImageFolder",
@@ -20,6 +33,8 @@ __all__ = [
     "SweetPepper",
     "cifar",
     "classification",
+    "coco",
+    "detection",
     "folder",
     "segmentation",
     "shapes",

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import attrs
 import torch
 
 from okc.data.io import CorruptSampleError, ImageFormat, ImageReadError, read_image, read_mask
@@ -41,6 +42,26 @@ _DTYPES = {
     "int64": torch.int64,
     "int32": torch.int32,
 }
+
+
+@attrs.frozen
+class SampleSpec:
+    """What the pipeline needs to know of a dataset's samples (see the module docstring)."""
+
+    image_keys: tuple[str, ...] = ("image",)
+    ragged_keys: tuple[str, ...] = ()
+    input_dtype: torch.dtype = torch.float32
+    skip_corrupt: bool = False
+
+    @classmethod
+    def of(cls, dataset: object) -> SampleSpec:
+        """An ``ImageDataset``'s declarations; any other dataset gets the defaults."""
+        if not isinstance(dataset, ImageDataset):
+            return cls()
+        return cls(
+            tuple(dataset.image_keys), tuple(dataset.ragged_keys), dataset.input_dtype,
+            dataset.skip_corrupt,
+        )  # fmt: skip
 
 
 def to_dtype(name: str) -> torch.dtype:
