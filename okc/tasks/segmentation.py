@@ -34,6 +34,7 @@ from torch import Tensor
 from okc.config.bind import check_params
 from okc.errors import ConfigError
 from okc.models import build_model, check_model_params
+from okc.models.heads.segmentation import Interpolates, gives_aux_logits
 from okc.registry import BACKBONES, HEADS, TASKS
 from okc.tasks.base import BaseTask, Batch
 from okc.tasks.mask_writer import MaskWriter
@@ -72,13 +73,13 @@ class SegmentationTask(BaseTask):
         params["backbone_params"] = backbone_defaults(backbone_name, backbone_params)
         self.model = build_model(params, path="task.params")
         head = self.model.head
-        if getattr(head, "do_interpolate", True) is False:
+        if isinstance(head, Interpolates) and not head.do_interpolate:
             raise ConfigError(
                 "task.params.head_params.do_interpolate",
                 "SegmentationTask compares logits with masks at the input size; remove "
                 "do_interpolate: false",
             )
-        self.has_aux = bool(getattr(head, "has_aux", False))
+        self.has_aux = gives_aux_logits(head)
         self.num_classes = int(head.out_channels)
         self.pad_multiple = int(max(self.model.backbone.out_strides))
         self.output_keys = self.declared_outputs(params)
@@ -87,7 +88,7 @@ class SegmentationTask(BaseTask):
     def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The keys ``forward_with_gt`` gives for these params (``prediction_aux`` with OCR)."""
         head = HEADS.find(params["head_name"]) if isinstance(params.get("head_name"), str) else None
-        aux = ("prediction_aux",) if getattr(head, "has_aux", False) else ()
+        aux = ("prediction_aux",) if gives_aux_logits(head) else ()
         return ("prediction", *aux, "target")
 
     def forward(self, x: Tensor) -> Tensor:

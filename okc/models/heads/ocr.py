@@ -65,7 +65,7 @@ class OCRSegmentationHead(nn.Module):
 
     input_kind: ClassVar[Literal["vector", "map"]] = "map"
     needs_image_size: ClassVar[bool] = True
-    #: ``forward(..., with_aux=True)`` also returns the auxiliary logits
+    #: ``forward(..., with_aux=True)`` also returns the auxiliary logits (``GivesAuxLogits``)
     has_aux: ClassVar[bool] = True
 
     def __init__(
