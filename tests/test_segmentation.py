@@ -127,6 +127,7 @@ def seg_exp(tiny_exp):
         {"backbone_name": "test_convnext", "neck_name": "FPN"},  # strides 4..32
         {"backbone_name": "test_efficientnet", "neck_name": "UnetNeck"},  # strides 2..32
         {**HRNET, "neck_name": "HRNetSegmentationNeck"},
+        {"backbone_name": "dla46_c", "neck_name": "FPN"},  # like HRNet, fails unpadded at 33x47
     ],
 )
 @pytest.mark.parametrize("num_classes", [3, 1])
