@@ -819,10 +819,8 @@ def Solarize(*, threshold: float | Pair = 128, p: float = 0.5) -> nn.Module:
 
 def split_transform(built: Sequence[nn.Module]) -> tuple[list[nn.Module], list[nn.Module]]:
     """``transform`` ops run per sample on the CPU (size ops) and on the batch (the rest)."""
-    per_sample = [op for op in built if getattr(op, "per_sample", False)]
+    per_sample = [op for op in built if ops.runs_per_sample(op)]
     batched = [
-        op
-        for op in built
-        if not getattr(op, "per_sample", False) and not isinstance(op, ops.Identity)
+        op for op in built if not ops.runs_per_sample(op) and not isinstance(op, ops.Identity)
     ]
     return per_sample, batched

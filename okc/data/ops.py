@@ -19,6 +19,17 @@ or when the fraction of its area still inside the image is at most ``min_visibil
 
 Random choices are made per sample, as albumentations does; containers apply a child to the
 samples that drew it (``index_select``; one host sync to learn how many did).
+
+What the pipeline asks of an augmentation op (the declared extension point): either a Kornia
+``AugmentationBase2D``/``ImageSequential`` (run through ``KorniaOps``), or a ``BatchOp`` with
+
+- ``apply(image, masks, boxes) -> (image, masks, boxes)``;
+- ``p``: its per-sample probability, which containers read as its weight;
+- ``per_sample``: True for deterministic, size-changing ops, which the pipeline runs on each
+  sample before batching (``transform`` only);
+- ``box_problem()``: why it cannot move boxes, or None.
+
+Any other module is called as ``(image, masks) -> (image, masks)`` and refused on boxes.
 """
 
 from __future__ import annotations
@@ -286,9 +297,16 @@ class Chain(BatchOp):
 
 def _force(op: nn.Module) -> tuple[nn.Module, float]:
     """The op set to always apply, and the probability it had (a container's weight for it)."""
-    p = float(getattr(op, "p", 1.0))
+    if not isinstance(op, BatchOp | K.AugmentationBase2D):
+        return op, 1.0  # an op with no probability of its own always applies
+    p = float(op.p)
     op.p = 1.0
     return op, p
+
+
+def runs_per_sample(op: nn.Module) -> bool:
+    """Whether ``op`` is a size op the pipeline runs on each sample before batching."""
+    return isinstance(op, BatchOp) and op.per_sample
 
 
 def apply_to(

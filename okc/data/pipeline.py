@@ -38,7 +38,7 @@ MASK_KEYS = ("mask", "instances")
 BOX_KEYS = ("bboxes", "label")
 
 
-def _boxes(source: Any, values: dict[str, Any]) -> Boxes | None:
+def _boxes(spec: SampleSpec, values: dict[str, Any]) -> Boxes | None:
     """The batch's (or a sample's, as one-image lists) boxes, or None when it has none."""
     boxes, labels = values.get(BOX_KEYS[0]), values.get(BOX_KEYS[1])
     if boxes is None:
@@ -47,10 +47,7 @@ def _boxes(source: Any, values: dict[str, Any]) -> Boxes | None:
         boxes, labels = [boxes], None if labels is None else [labels]
     if labels is None:  # boxes of one kind: placeholders ride along and are not written back
         labels = [torch.zeros(len(b), dtype=torch.long, device=b.device) for b in boxes]
-    return Boxes(
-        boxes, labels, min_area=getattr(source, "min_area", 0.0),
-        min_visibility=getattr(source, "min_visibility", 0.0),
-    )  # fmt: skip
+    return Boxes(boxes, labels, min_area=spec.min_area, min_visibility=spec.min_visibility)
 
 
 def _put_boxes(out: dict[str, Any], boxes: Boxes, like: dict[str, Any], one: bool) -> None:
@@ -92,12 +89,10 @@ class _BatchReader:
     def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
-        spec = SampleSpec.of(dataset)
+        self.spec = spec = SampleSpec.of(dataset)
         self.image_keys, self.ragged_keys, self.skip = (
-            spec.image_keys,
-            spec.ragged_keys,
-            spec.skip_corrupt,
-        )
+            spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
+        )  # fmt: skip
         self.num_skipped = 0
         self._lock = threading.Lock()
 
@@ -129,7 +124,7 @@ class _BatchReader:
         out = dict(sample)
         for n, key in enumerate(self.image_keys):
             keys = [k for k in MASK_KEYS if k in sample] if n == 0 else []
-            boxes = _boxes(self.dataset, sample) if n == 0 else None
+            boxes = _boxes(self.spec, sample) if n == 0 else None
             image, masks = sample[key], [sample[k][None] for k in keys]
             for op in self.per_sample:
                 image, masks, boxes = run(op, image, masks, boxes)
@@ -159,7 +154,7 @@ class DataPipeline:
     ) -> None:
         self.dataset = dataset
         self.device = device
-        self.input_dtype = SampleSpec.of(dataset).input_dtype
+        self.input_dtype = reader.spec.input_dtype
         self._image_keys = reader.image_keys
         self._loader = loader
         self._reader = reader
@@ -221,7 +216,7 @@ class DataPipeline:
         out = map_tensors(lambda t: t.to(self.device, non_blocking=True), batch)
         for n, key in enumerate(self._image_keys):
             keys = [k for k in MASK_KEYS if k in out] if n == 0 else []
-            boxes = _boxes(self.dataset, out) if n == 0 else None
+            boxes = _boxes(self._reader.spec, out) if n == 0 else None
             image = out[key].float().div_(255) if out[key].dtype == torch.uint8 else out[key]
             masks = [out[k][:, None].float() for k in keys]
             for stage in (self.augment, self.transform):

@@ -20,11 +20,18 @@ Optional capabilities, each a runtime-checkable Protocol the model tests with ``
   pooling is then a config error; default: unchecked);
 - ``ChecksParams``: a registered class or factory that finds value problems in its params
   without being built, for ``okc check`` (default: only the signature is checked).
+
+Detection (``okc.models.detection``) asks two more things:
+
+- ``MultiLevelNeck``: a detection neck states ``out_channels`` and ``out_strides`` per output
+  level (required);
+- ``DeclaresLossKeys``: a detection head class lists the loss inputs it produces in
+  ``loss_keys`` (for ``okc check``'s mapping check; default: unchecked until the first batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from okc.errors import ParamError
@@ -48,6 +55,17 @@ class DeclaresInputKind(Protocol):
 @runtime_checkable
 class ChecksParams(Protocol):
     def param_problems(self, params: Mapping[str, Any]) -> list[ParamError]: ...
+
+
+@runtime_checkable
+class MultiLevelNeck(Protocol):
+    out_channels: int | Sequence[int]
+    out_strides: Sequence[int]
+
+
+@runtime_checkable
+class DeclaresLossKeys(Protocol):
+    loss_keys: tuple[str, ...]
 
 
 def takes_image_size(head: object) -> bool:

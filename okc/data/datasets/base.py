@@ -52,6 +52,8 @@ class SampleSpec:
     ragged_keys: tuple[str, ...] = ()
     input_dtype: torch.dtype = torch.float32
     skip_corrupt: bool = False
+    min_area: float = 0.0  # boxes augmentation leaves this small are dropped (okc.data.ops)
+    min_visibility: float = 0.0  # ... and boxes with this fraction or less still in the image
 
     @classmethod
     def of(cls, dataset: object) -> SampleSpec:
@@ -60,7 +62,7 @@ class SampleSpec:
             return cls()
         return cls(
             tuple(dataset.image_keys), tuple(dataset.ragged_keys), dataset.input_dtype,
-            dataset.skip_corrupt,
+            dataset.skip_corrupt, dataset.min_area, dataset.min_visibility,
         )  # fmt: skip
 
 
@@ -87,6 +89,8 @@ class ImageDataset:
     skip_corrupt: bool = False
     image_keys: ClassVar[tuple[str, ...]] = ("image",)
     ragged_keys: ClassVar[tuple[str, ...]] = ()
+    min_area: float = 0.0  # detection datasets: which boxes augmentation drops (okc.data.ops)
+    min_visibility: float = 0.0
 
     def __init__(
         self,

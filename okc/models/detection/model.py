@@ -17,7 +17,7 @@ from okc.config.bind import build, check_params, raise_if, resolve
 from okc.errors import ConfigError
 from okc.models.detection.dense import DenseHead, Detections
 from okc.models.model import check_model_params
-from okc.models.parts import ChecksParams
+from okc.models.parts import ChecksParams, DeclaresLossKeys, MultiLevelNeck
 from okc.registry import BACKBONES, DETECTION_HEADS, DETECTION_NECKS, Registry
 
 MODEL_KEYS = (
@@ -149,9 +149,9 @@ def build_detection_model(
 
 def _neck_outputs(neck: nn.Module, path: str) -> tuple[list[int], list[int]]:
     """Channels and strides per output level of a neck (``out_channels``, ``out_strides``)."""
-    channels, strides = getattr(neck, "out_channels", None), getattr(neck, "out_strides", None)
-    if channels is None or strides is None:
+    if not isinstance(neck, MultiLevelNeck):
         raise ConfigError(path, f"{type(neck).__name__} must state out_channels and out_strides")
+    channels, strides = neck.out_channels, neck.out_strides
     if isinstance(channels, int):
         channels = [channels] * len(strides)
     return [int(c) for c in channels], [int(s) for s in strides]
@@ -160,4 +160,4 @@ def _neck_outputs(neck: nn.Module, path: str) -> tuple[list[int], list[int]]:
 def loss_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
     """The loss inputs the configured head produces (empty when the head is unknown)."""
     target = DETECTION_HEADS.find(params.get("head_name") or "")
-    return tuple(getattr(target, "loss_keys", ()))
+    return tuple(target.loss_keys) if isinstance(target, DeclaresLossKeys) else ()
