@@ -4,8 +4,15 @@ from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
 from okc.tasks.onnx import OnnxModel, ONNXTask, TorchScriptTask
+from okc.tasks.segmentation import SegmentationTask
 
 __all__ = [
-    "BaseTask", "ClassificationTask", "InputSpec", "ONNXTask", "OnnxModel",
-    "SingleStageDetectionTask", "TorchScriptTask",
-]  # fmt: skip
+    "BaseTask",
+    "ClassificationTask",
+    "InputSpec",
+    "ONNXTask",
+    "OnnxModel",
+    "SegmentationTask",
+    "SingleStageDetectionTask",
+    "TorchScriptTask",
+]
