@@ -8,8 +8,8 @@ Where a run goes: ``tracking_uri`` (a server ``http://...``, a database ``sqlite
 ``postgresql://...``), else the ``MLFLOW_TRACKING_URI`` environment variable, else the SQLite
 database ``<logger.log_dir>/mlflow.db`` (MLflow 3 refuses its old ``file:`` store unless
 ``MLFLOW_ALLOW_FILE_STORE=true``; Lightning's default was that store inside the run folder).
-Artifacts go to ``artifact_location``, else where the tracking server puts them, else (a local
-store) ``<logger.log_dir>/mlartifacts``.
+Artifacts go to ``artifact_location``, else where the tracking server or store puts them; for a
+SQLite store, ``mlartifacts`` beside the database's default place, ``<logger.log_dir>``.
 
 The experiment and the connection are checked when the logger is built, so a wrong URI fails
 before training; the MLflow run itself starts with the first logged value, so a run that fails
@@ -64,10 +64,6 @@ def _mlflow_errors(key: str) -> Iterator[None]:
         raise ConfigError(f"logger.params.{key}", f"MLflow: {message}") from err
 
 
-def _local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
 @LOGGERS.register
 class MLFlowLogger:
     """Metrics (per step), the experiment (as flattened params) and the run's status to MLflow."""
@@ -79,7 +75,7 @@ class MLFlowLogger:
         self,
         *,
         run_dir: Path,
-        log_dir: str | Path = ".",
+        log_dir: str | Path | None = None,
         experiment_name: str = "default",
         run_name: str | None = None,
         tracking_uri: str | None = None,
@@ -92,13 +88,12 @@ class MLFlowLogger:
     ) -> None:
         require("mlflow", what=type(self).__name__, path="logger.name")
         self.run_dir = Path(run_dir)
-        self.tracking_uri = (
-            tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{Path(log_dir).expanduser().resolve() / 'mlflow.db'}"
-        )
-        if artifact_location is None and _local_store(self.tracking_uri):
-            artifact_location = str(Path(log_dir).expanduser().resolve() / "mlartifacts")
+        root = Path(log_dir if log_dir is not None else run_dir).expanduser().resolve()
+        default_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+        if artifact_location is None and self.tracking_uri.startswith("sqlite:"):
+            # MLflow would put them in ./mlartifacts of whatever folder the run started in
+            artifact_location = str(root / "mlartifacts")
         self.experiment_name = experiment_name
         self.run_name, self.run_id = run_name, run_id
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
