@@ -10,7 +10,8 @@ saves them and restores them on resume.
 Order within an epoch of ``fit``::
 
     setup(run, "fit") → on_fit_start
-      per epoch: on_train_epoch_start → per optimizer step: on_train_batch_end(logs)
+      per epoch: on_train_epoch_start → per batch: on_train_batch_start(batch)
+                 → per optimizer step: on_train_batch_end(logs)
                  → on_train_epoch_end → [on_validation_start → on_validation_batch_end ...
                  → on_validation_end(metrics)] → on_epoch_end(metrics)
     → on_fit_end → teardown(run, "fit")
@@ -152,6 +153,11 @@ class Callback:
 
     def on_train_epoch_start(self, run: RunView) -> None:
         """Before the first (or, resumed mid-epoch, the next) batch of an epoch."""
+
+    def on_train_batch_start(self, run: RunView, batch: Mapping[str, Any]) -> None:
+        """Before a training batch's step, with the batch as the model receives it: on the
+        device, augmented and transformed (what TensorBoard's image grid shows). Read it; never
+        change it."""
 
     def on_train_batch_end(self, run: RunView, logs: Mapping[str, float] | None) -> None:
         """After an optimizer step (``logs`` holds step metrics on logging steps, else None)."""

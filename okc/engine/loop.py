@@ -284,7 +284,9 @@ class Loop:
         for batch in _take(data, self.num_train_batches - progress.batch_idx):
             last = progress.batch_idx + 1 == self.num_train_batches
             boundary = (progress.batch_idx + 1) % accumulate == 0 or last
-            self._train_step(self._to_device(data, batch), boundary=boundary)
+            batch = self._to_device(data, batch)
+            self.call("on_train_batch_start", batch)
+            self._train_step(batch, boundary=boundary)
             progress.batch_idx += 1
             if boundary:
                 progress.global_step += 1
