@@ -3,13 +3,16 @@
 exp = okc.load_experiment("experiments/shapes.yml", ["trainer.max_epochs=2"])
 okc.check(exp)          # [] when every name resolves and every params binds
 result = okc.fit(exp)   # trains; result.metrics, result.checkpoint
+
+With ``trainer.devices`` > 1 (outside ``torchrun``) fit, validate, test and predict start one
+process per device themselves (``okc.launch``) and return rank 0's result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -61,11 +64,35 @@ def _loop(exp: Experiment, stage: str) -> tuple[Loop, list[Callback]]:
     return Loop(exp, callbacks=callbacks), callbacks
 
 
+def _launches(exp: Experiment) -> bool:
+    """Whether ``trainer.devices`` asks for processes this one must start (not under torchrun)."""
+    from okc.launch import in_process_group, num_processes
+
+    return not in_process_group() and num_processes(exp.trainer) > 1
+
+
+def _in_processes(stage: str, exp: Experiment, **kwargs: Any) -> Any:
+    """``stage`` run by one process per device (``okc.launch``); rank 0's result."""
+    from okc.launch import launch, num_processes
+
+    args = (stage, exp.to_dict(), kwargs)
+    return launch(_stage_worker, args, num_processes=num_processes(exp.trainer))
+
+
+def _stage_worker(stage: str, data: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """One rank of a launched stage; the experiment travels as plain data."""
+    stages = {"fit": fit, "validate": validate, "test": test, "predict": predict}
+    return stages[stage](Experiment.from_dict(data), **kwargs)
+
+
 def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
     """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
     from okc.callbacks.defaults import checkpoint_paths
 
-    loop, callbacks = _loop(_checked(exp, overrides), "fit")
+    experiment = _checked(exp, overrides)
+    if _launches(experiment):
+        return _in_processes("fit", experiment)
+    loop, callbacks = _loop(experiment, "fit")
     result = loop.fit()
     best, last = checkpoint_paths(callbacks)
     return attrs.evolve(result, best_checkpoint=best, last_checkpoint=last)
@@ -75,14 +102,20 @@ def validate(
     exp: ExperimentLike, overrides: Iterable[str] = (), *, checkpoint: str | Path | None = None
 ) -> dict[str, float]:
     """Metrics (and losses) on VALID with the weights of ``checkpoint`` (or ``resume_path``)."""
-    return _loop(_experiment(exp, overrides), "validate")[0].validate(checkpoint)
+    experiment = _experiment(exp, overrides)
+    if _launches(experiment):
+        return _in_processes("validate", experiment, checkpoint=checkpoint)
+    return _loop(experiment, "validate")[0].validate(checkpoint)
 
 
 def test(
     exp: ExperimentLike, overrides: Iterable[str] = (), *, checkpoint: str | Path | None = None
 ) -> dict[str, float]:
     """Metrics on TEST with the weights of ``checkpoint`` (or ``resume_path``)."""
-    return _loop(_experiment(exp, overrides), "test")[0].test(checkpoint)
+    experiment = _experiment(exp, overrides)
+    if _launches(experiment):
+        return _in_processes("test", experiment, checkpoint=checkpoint)
+    return _loop(experiment, "test")[0].test(checkpoint)
 
 
 def predict(
@@ -93,7 +126,10 @@ def predict(
     output: str | Path | None = None,
 ) -> Path:
     """Predictions on PREDICT written to ``output`` (default: the run folder); returns the CSV."""
-    loop, _ = _loop(_experiment(exp, overrides), "predict")
+    experiment = _experiment(exp, overrides)
+    if _launches(experiment):
+        return _in_processes("predict", experiment, checkpoint=checkpoint, output=output)
+    loop, _ = _loop(experiment, "predict")
     return loop.predict(checkpoint, Path(output) if output else None)
 
 
@@ -111,6 +147,17 @@ def export(
     return export_experiment(
         _experiment(exp, overrides), checkpoint=checkpoint, output=output, fmt=fmt
     )
+
+
+def _one_process(exp: Experiment, what: str) -> Experiment:
+    """``exp`` on one device, with a warning when ``trainer.devices`` asked for more."""
+    if not _launches(exp):
+        return exp
+    import warnings
+
+    warnings.warn(f"{what} runs in one process; trainer.devices={exp.trainer.devices!r} is "
+                  "used by fit, validate, test and predict", stacklevel=3)  # fmt: skip
+    return attrs.evolve(exp, trainer=attrs.evolve(exp.trainer, devices=1))
 
 
 def find_lr(
@@ -131,7 +178,7 @@ def find_lr(
     from okc.engine.guard import NonFiniteLossError
     from okc.engine.loop import Loop
 
-    sweep = sweep_experiment(_checked(exp, overrides), num_steps=num_steps)
+    sweep = sweep_experiment(_one_process(_checked(exp, overrides), "find-lr"), num_steps=num_steps)
     finder = LRFinder(min_lr=min_lr, max_lr=max_lr, num_steps=num_steps,
                       early_stop_threshold=early_stop_threshold)  # fmt: skip
     loop = Loop(sweep, callbacks=[*build_callbacks(sweep, "fit"), finder])

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         _print_error(err)
-        return 2
+        return getattr(err, "exit_code", 2)  # 2: a user error; a crashed rank says 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

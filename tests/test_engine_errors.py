@@ -113,9 +113,12 @@ def test_gpu_requested_without_one(tiny_exp) -> None:
         okc.fit(tiny_exp("trainer.accelerator=gpu"))
 
 
-def test_several_devices_without_torchrun(tiny_exp) -> None:
-    with pytest.raises(ConfigError, match="torchrun --nproc_per_node 2"):
-        okc.fit(tiny_exp("trainer.devices=2"))
+def test_several_devices_in_a_loop_built_directly(tiny_exp) -> None:
+    """okc.fit starts the processes itself (tests/test_launch.py); the engine alone cannot."""
+    from okc.engine.loop import Loop
+
+    with pytest.raises(ConfigError, match="okc.fit/validate/test/predict.*torchrun --nproc_per"):
+        Loop(tiny_exp("trainer.devices=2"))
 
 
 @CALLBACKS.register(name="_FailsInSetup", override=True)

@@ -65,8 +65,9 @@ def setup(trainer: Trainer) -> DistEnv:
     if world_size == 1 and isinstance(requested, int) and requested > 1:
         raise ConfigError(
             "trainer.devices",
-            f"{requested} devices need one process each: run `torchrun --nproc_per_node "
-            f"{requested} -m okc fit ...`",
+            f"{requested} devices need one process each: okc.fit/validate/test/predict (and "
+            "`okc fit`) start them; a Loop built directly needs `torchrun --nproc_per_node "
+            f"{requested} ...`",
         )
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":

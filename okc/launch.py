@@ -1,0 +1,202 @@
+"""Several processes from one command: ``okc fit EXP trainer.devices=2`` starts them itself.
+
+okc does what Lightning does instead of asking for a hand-typed ``torchrun`` line: when
+``trainer.devices`` asks for more than one process and this process is not already one of a
+group (no ``WORLD_SIZE`` in the environment, as under ``torchrun``), the API layer calls
+``launch``, which runs a function in N processes through torch.distributed's elastic launcher
+(``elastic_launch``, the machinery ``torchrun --standalone`` runs): a rendezvous on localhost
+at a free port, one worker per device, no restarts. Each worker joins the process group as under
+torchrun (``okc.engine.distributed.setup``): NCCL on GPUs, gloo on CPUs.
+
+When one rank fails, the launcher stops the others and ``launch`` raises ``RankFailed`` with that
+rank's error (its message, and its traceback unless it was a user error), so the job ends
+non-zero with the cause, not with a hang. Rank 0's return value is ``launch``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from okc.config.schema import Trainer
+from okc.errors import ConfigError, OkcError
+
+# Seconds the launcher waits for the other ranks to stop after SIGTERM (a failed rank, Ctrl-C)
+# before it kills them: enough for a rank to write last.ckpt at its next step boundary.
+SHUTDOWN_TIMEOUT_S = 15
+# Messages of a rank that stopped because another one died first (not the cause).
+_PEER_GONE = re.compile(
+    r"Connection (closed|reset) by peer|Broken pipe|DistBackendError|NCCL communicator|"
+    r"Socket Timeout|recvBytes|ProcessGroupGloo|Signal \d+ \(SIGTERM\)",
+    re.IGNORECASE,
+)
+_QUIET_LOGGERS = (
+    "torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing",
+)  # fmt: skip
+
+
+class RankFailed(OkcError):
+    """One process of a launched job failed; the message is that rank's error."""
+
+    def __init__(self, message: str, *, rank: int, user_error: bool) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.user_error = user_error
+        self.exit_code = 2 if user_error else 1
+
+
+def in_process_group() -> bool:
+    """Whether this process was started as one rank of a group (``torchrun``, or ``launch``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def _uses_gpu(trainer: Trainer) -> bool:
+    if trainer.accelerator == "cpu":
+        return False
+    return trainer.accelerator in ("gpu", "cuda") or torch.cuda.is_available()
+
+
+def num_processes(trainer: Trainer) -> int:
+    """How many processes ``trainer.devices`` asks for.
+
+    On GPUs: ``auto`` (or ``-1``) is every visible GPU, a number N is N GPUs, a list of GPU ids
+    one process per id. On a CPU: a number N is N gloo processes; ``auto`` is one (as in
+    Lightning: a CPU run does not multiply itself unasked).
+    """
+    devices: Any = trainer.devices
+    if isinstance(devices, str):
+        text = devices.strip()
+        devices = int(text) if re.fullmatch(r"-?\d+", text) else text
+    gpu = _uses_gpu(trainer)
+    if isinstance(devices, tuple):
+        if not gpu:
+            raise ConfigError("trainer.devices", "a list of device ids needs GPUs; on a CPU give "
+                              "the number of processes, e.g. trainer.devices=2")  # fmt: skip
+        return len(devices)
+    if devices == "auto" or devices == -1:
+        return torch.cuda.device_count() if gpu else 1
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(
+            "trainer.devices", f"expected auto, a number of devices >= 1 or a list of GPU ids, "
+            f"got {trainer.devices!r}",
+        )  # fmt: skip
+    if gpu and devices > torch.cuda.device_count():
+        raise ConfigError(
+            "trainer.devices", f"{devices} GPUs asked for, {torch.cuda.device_count()} visible"
+        )
+    return devices
+
+
+def launch(
+    fn: Callable[..., Any], args: Sequence[Any], *, num_processes: int, quiet: bool = True
+) -> Any:
+    """``fn(*args)`` in ``num_processes`` new processes (one per device); rank 0's result.
+
+    ``fn`` must be importable by name (the workers are spawned, not forked). ``quiet`` hides
+    the launcher's own log lines (``LOGLEVEL=INFO`` in the environment shows them).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=num_processes, run_id=f"okc-{uuid.uuid4()}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+        start_method="spawn", shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )  # fmt: skip
+    threads = _threads_per_process(num_processes)
+    try:
+        with _quiet_launcher(quiet and "LOGLEVEL" not in os.environ):
+            results = elastic_launch(config, _worker)(fn, threads, tuple(args))
+    except ChildFailedError as err:
+        raise _rank_failure(err, num_processes) from None
+    except SignalException as err:  # Ctrl-C or SIGTERM reached the launcher
+        raise KeyboardInterrupt from err
+    return results[0]
+
+
+def _threads_per_process(n: int) -> int | None:
+    """CPU threads per worker: the cores shared out (torchrun leaves each rank one thread);
+    None when the user set ``OMP_NUM_THREADS``."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (os.cpu_count() or 1) // n)
+
+
+def _worker(fn: Callable[..., Any], threads: int | None, args: tuple[Any, ...]) -> Any:
+    """What each spawned process runs (module level, so it pickles by name)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return fn(*args)
+
+
+@contextlib.contextmanager
+def _quiet_launcher(enabled: bool) -> Iterator[None]:
+    """The launcher logs every start and stop (and each failure's traceback, which ``launch``
+    re-raises anyway); keep the console to okc's own output."""
+    if not enabled:
+        yield
+        return
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(_QUIET_LOGGERS)]
+    loggers = [logging.getLogger(n) for n in {*names, *_QUIET_LOGGERS}]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _rank_failure(err: Any, world_size: int) -> RankFailed:
+    """The rank whose failure caused the others' (earliest, and not a lost-peer error)."""
+    failures = err.failures
+    rank = min(
+        failures,
+        key=lambda r: (bool(_PEER_GONE.search(_text(failures[r]))), failures[r].timestamp, r),
+    )
+    failure = failures[rank]
+    message, stack = _text(failure), _stack(failure)
+    user_error = _is_user_error(message)
+    head = f"rank {rank} of {world_size} failed"
+    killed = failure.exitcode is not None and failure.exitcode < 0  # by a signal: no traceback
+    body = message if killed or user_error or not stack else f"{message}\n{stack.rstrip()}"
+    others = sorted(r for r in failures if r != rank)
+    tail = f"\n(ranks {', '.join(map(str, others))} stopped after it)" if others else ""
+    return RankFailed(f"{head}: {body}{tail}", rank=rank, user_error=user_error)
+
+
+def _text(failure: Any) -> str:
+    message = failure.message
+    if isinstance(message, dict):
+        return str(message.get("message", message))
+    return str(message)
+
+
+def _stack(failure: Any) -> str:
+    message = failure.message
+    if isinstance(message, dict):
+        return str(message.get("extraInfo", {}).get("py_callstack", ""))
+    return ""
+
+
+def _is_user_error(message: str) -> bool:
+    """Whether the rank raised an okc user error (``ConfigError: ...``): its message says it
+    all, without a traceback."""
+    name = message.partition(":")[0].strip()
+    return name in {c.__name__ for c in _subclasses(OkcError)}
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = {cls}
+    for sub in cls.__subclasses__():
+        found |= _subclasses(sub)
+    return found

@@ -1,0 +1,1 @@
+"""What okc tells a user about its runs and components: curves, summaries, listings."""
