@@ -6,7 +6,18 @@ result = okc.fit(exp)
 okc.test(exp, checkpoint=result.best_checkpoint)
 """
 
-from okc.api import check, export, find_lr, fit, predict, test, validate
+from okc.api import (
+    check,
+    export,
+    find_lr,
+    fit,
+    list_components,
+    plot,
+    predict,
+    summarize,
+    test,
+    validate,
+)
 from okc.config.load import load_experiment
 from okc.config.schema import Experiment, Phase
 from okc.errors import ConfigError, ConfigErrors, OkcError
@@ -55,8 +66,11 @@ __all__ = [
     "export",
     "find_lr",
     "fit",
+    "list_components",
     "load_experiment",
+    "plot",
     "predict",
+    "summarize",
     "test",
     "validate",
 ]  # fmt: skip

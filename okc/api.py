@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from okc.callbacks.lr_finder import LRFindResult
     from okc.engine.hooks import Callback
     from okc.engine.loop import FitResult, Loop
+    from okc.reports.catalog import Listing
+    from okc.reports.summary import ValueSummary
 
 ExperimentLike = Experiment | str | Path
 
@@ -190,3 +192,46 @@ def find_lr(
         finder.note_nonfinite()  # the sweep reached a diverging lr: its natural end
     stem = Path(output).expanduser().with_suffix("") if output else loop.run_dir / "lr_find"
     return write_result(finder.result(), stem)
+
+
+# --- around a run: its curves, its summary, the component names ---------------------------------
+
+
+def plot(*runs: str | Path, output: str | Path | None = None) -> Path:
+    """A PNG of the runs' curves (losses, metrics, learning rates; several runs overlaid).
+
+    Each of ``runs`` is a run folder or a folder above runs (every run below it). ``output``
+    defaults to ``curves.png`` in the run folder (one run) or in the folder the runs share.
+    """
+    from okc.reports.history import read_runs
+    from okc.reports.plot import default_output, plot_runs
+
+    histories = read_runs(runs)
+    return plot_runs(histories, output or default_output(histories))
+
+
+def summarize(run_dir: str | Path) -> list[ValueSummary]:
+    """Each loss and metric of a run: last value, and best value and step where the direction is
+    known (``okc.reports.summary`` says how)."""
+    from okc.reports.history import read_run
+    from okc.reports.summary import summarize as summarize_run
+
+    return summarize_run(read_run(run_dir))
+
+
+def list_components(
+    kind: str, pattern: str | None = None, *, library: bool = False, imports: Iterable[str] = ()
+) -> Listing:
+    """The names a registry resolves (``okc list``): okc's own with a description and params;
+    library names (timm, torchmetrics, ...) with a ``pattern`` (``resnet*``) or ``library``.
+    ``imports`` are modules of your own components to import first."""
+    import importlib
+
+    from okc.reports.catalog import list_components as listing
+
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError("imports", f"cannot import '{module}': {err}") from err
+    return listing(kind, pattern, library=library)

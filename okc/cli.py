@@ -3,6 +3,8 @@
     okc fit|validate|test|predict|export|check|find-lr EXPERIMENT [key=value ...] [--debug]
     okc run EXPERIMENT [+mode=train|test|predict|find_lr]   (TorchOk's run modes)
     python -m okc -cp DIR -cn NAME [key=value ...]          (TorchOk's Hydra-style invocation)
+    okc plot RUN_DIR [RUN_DIR ...] [--output curves.png]    (a PNG of the runs' curves)
+    okc list [KIND [PATTERN]] [--all]                       (the component names okc knows)
 
 User errors print one short block and exit 2; ``--debug`` shows the traceback instead.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,10 @@ COMMANDS = {
     "check": "validate the experiment without building it and print it resolved",
     "find-lr": "learning-rate range test: suggest a learning rate, write the loss curve",
     "run": "TorchOk style: run the experiment's `mode` (train by default)",
+}
+TOOLS = {
+    "plot": "draw the curves of runs (losses, metrics, learning rate) into a PNG",
+    "list": "list the component names of a kind (backbones, losses, ...) with their params",
 }
 
 
@@ -52,7 +59,32 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name in ("find-lr", "run"):
             _find_lr_options(p)
+    _tool_parsers(sub)
     return parser
+
+
+def _tool_parsers(sub: Any) -> None:
+    plot = sub.add_parser("plot", help=TOOLS["plot"], description=TOOLS["plot"])
+    plot.add_argument(
+        "runs", nargs="+", type=Path,
+        help="run folders, or folders above runs (every run below is drawn)",
+    )  # fmt: skip
+    plot.add_argument("--output", type=Path,
+                      help="the PNG (default: curves.png in the run folder, or in the folder "
+                      "the runs share)")  # fmt: skip
+    plot.add_argument("--debug", action="store_true", help="show tracebacks")
+    ls = sub.add_parser("list", help=TOOLS["list"], description=TOOLS["list"])
+    ls.add_argument("kind", nargs="?", help="backbones, necks, poolings, heads, losses, metrics, "
+                    "augmentations, datasets, samplers, callbacks, loggers, tasks, optimizers, "
+                    "schedulers, ... (none: every kind with its counts)")  # fmt: skip
+    ls.add_argument("pattern", nargs="?",
+                    help="shell-style ('resnet*'; a plain word matches anywhere); also lists "
+                    "the library names (timm, torchmetrics, ...) that match")  # fmt: skip
+    ls.add_argument("--all", action="store_true", dest="library",
+                    help="also list every library name (thousands for timm)")  # fmt: skip
+    ls.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                    help="import a module of your own components first")  # fmt: skip
+    ls.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _find_lr_options(p: argparse.ArgumentParser) -> None:
@@ -104,6 +136,18 @@ def _print_error(err: OkcError) -> None:
 def _run(args: argparse.Namespace) -> int:
     from okc import api
 
+    if args.command == "plot":
+        print(f"curves written to {api.plot(*args.runs, output=args.output)}")
+        return 0
+    if args.command == "list":
+        from okc.reports.render import print_kinds, print_listing
+
+        if args.kind is None:
+            print_kinds()
+        else:
+            print_listing(api.list_components(args.kind, args.pattern, library=args.library,
+                                              imports=args.imports))  # fmt: skip
+        return 0
     exp = api.load_experiment(args.experiment, args.overrides)
     if args.command == "check":
         return _check(exp, args.experiment)
@@ -111,9 +155,11 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint, output = getattr(args, "checkpoint", None), getattr(args, "output", None)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, print once
     if command in ("fit", "train"):
+        start = time.monotonic()
         result = api.fit(exp)
         if not main_process:
             return 0
+        _print_fit_summary(api, result, time.monotonic() - start)
         print(f"run folder: {result.run_dir}")
         if result.best_checkpoint:
             print(f"best checkpoint: {result.best_checkpoint}")
@@ -172,6 +218,18 @@ def _check(exp: Any, source: Path) -> int:
     return 0
 
 
+def _print_fit_summary(api: Any, result: Any, seconds: float) -> None:
+    """Best and last value of every loss and metric, and how long the run took."""
+    from okc.reports.render import print_summary
+
+    try:
+        rows = api.summarize(result.run_dir)
+    except OkcError as err:  # the run itself succeeded: say why there is no table
+        print(f"no summary: {err}")
+        return
+    print_summary(rows, seconds=seconds, steps=result.global_step, epochs=result.epochs)
+
+
 def _print_metrics(metrics: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -199,7 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [e for e in extra if e.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *(e for e in extra if e not in unknown)]
+    if args.command in TOOLS and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command not in TOOLS:
+        args.overrides = [*args.overrides, *(e for e in extra if e not in unknown)]
     try:
         return _run(args)
     except OkcError as err:

@@ -134,6 +134,10 @@ class Registry:
             names.update(fb.all_names())
         return sorted(names)
 
+    def library_names(self) -> dict[str, list[str]]:
+        """Each fallback library's names (``{"timm": [...]}``), for listings."""
+        return {fb.source: sorted(fb.all_names()) for fb in self._fallbacks}
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.find(name) is not None
 

@@ -1,7 +1,8 @@
 """The callbacks a stage runs: the experiment's own, plus okc's defaults.
 
 ``fit`` gets a ``ModelCheckpoint(save_last=True)`` when the experiment has none (unless
-``trainer.enable_checkpointing: false``), every stage a ``ProgressBar`` (unless
+``trainer.enable_checkpointing: false``) and a ``LearningRateMonitor`` (so every run's curves,
+``okc plot`` and TensorBoard, show its learning rate), every stage a ``ProgressBar`` (unless
 ``trainer.enable_progress_bar: false``) and a ``FinalizeLogger`` (so a crashed run is never
 logged as finished); ``fast_dev_run`` saves nothing, as in Lightning.
 """
@@ -41,6 +42,8 @@ def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
         callbacks.append(FinalizeLogger())
     if stage != "fit":
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    elif not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        callbacks.append(LearningRateMonitor())
     return callbacks
 
 
