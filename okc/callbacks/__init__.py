@@ -7,8 +7,9 @@ from okc.callbacks.freeze import FreezeUnfreeze
 from okc.callbacks.lr_monitor import LearningRateMonitor
 from okc.callbacks.model_checkpoint import ModelCheckpoint
 from okc.callbacks.progress import ProgressBar
+from okc.callbacks.train_images import TrainImageGrid
 
 __all__ = [
     "CheckpointONNX", "EarlyStopping", "FinalizeLogger", "FreezeUnfreeze", "LearningRateMonitor",
-    "ModelCheckpoint", "ModelCheckpointWithOnnx", "ProgressBar",
+    "ModelCheckpoint", "ModelCheckpointWithOnnx", "ProgressBar", "TrainImageGrid",
 ]  # fmt: skip

@@ -1,8 +1,9 @@
 """The callbacks a stage runs: the experiment's own, plus okc's defaults.
 
 ``fit`` gets a ``ModelCheckpoint(save_last=True)`` when the experiment has none (unless
-``trainer.enable_checkpointing: false``) and a ``LearningRateMonitor`` (so every run's curves,
-``okc plot`` and TensorBoard, show its learning rate), every stage a ``ProgressBar`` (unless
+``trainer.enable_checkpointing: false``), a ``LearningRateMonitor`` (so every run's curves,
+``okc plot`` and TensorBoard, show its learning rate) and, with TensorBoard installed, a
+``TrainImageGrid`` (the first batch as the model sees it), every stage a ``ProgressBar`` (unless
 ``trainer.enable_progress_bar: false``) and a ``FinalizeLogger`` (so a crashed run is never
 logged as finished); ``fast_dev_run`` saves nothing, as in Lightning.
 """
@@ -15,9 +16,11 @@ from okc.callbacks.finalize import FinalizeLogger
 from okc.callbacks.lr_monitor import LearningRateMonitor
 from okc.callbacks.model_checkpoint import ModelCheckpoint
 from okc.callbacks.progress import ProgressBar
+from okc.callbacks.train_images import TrainImageGrid
 from okc.config.bind import build
 from okc.config.schema import Experiment
 from okc.engine.hooks import Callback
+from okc.loggers.tensorboard import tensorboard_available
 from okc.registry import CALLBACKS
 
 
@@ -42,8 +45,11 @@ def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
         callbacks.append(FinalizeLogger())
     if stage != "fit":
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    elif not any(isinstance(c, LearningRateMonitor) for c in callbacks):
-        callbacks.append(LearningRateMonitor())
+    else:
+        if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor())
+        if tensorboard_available() and not any(isinstance(c, TrainImageGrid) for c in callbacks):
+            callbacks.append(TrainImageGrid())
     return callbacks
 
 
