@@ -93,11 +93,15 @@ class _BatchReader:
         self.image_keys, self.ragged_keys, self.skip = (
             spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
         )  # fmt: skip
+        # In-memory data read a batch at a time (one gather), unless a sample needs an op first.
+        self.batched = spec.reads_batches and not self.per_sample and not self.skip
         self.num_skipped = 0
         self._lock = threading.Lock()
 
     def __call__(self, indices: list[int]) -> dict[str, Any] | _LoadFailure:
         try:
+            if self.batched:
+                return self.dataset.__getitems__(indices)
             samples = [s for s in map(self._sample, indices) if s is not None]
             return collate(samples, ragged_keys=self.ragged_keys)
         except OkcError as err:

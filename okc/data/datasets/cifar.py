@@ -139,6 +139,15 @@ class _CIFAR(ImageDataset):
             return {"image": self.images[index], "index": index}
         return {"image": self.images[index], "target": self.targets[index], "index": index}
 
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        """A whole batch, as collate would give it, with one tensor index per key: the data is
+        in memory, so a batch is a gather, not a loop of per-sample dicts and a stack."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        batch = {"image": self.images[index], "index": index}
+        if not self.test_mode:
+            batch["target"] = self.targets[index]
+        return batch
+
 
 @DATASETS.register
 class CIFAR10(_CIFAR):
