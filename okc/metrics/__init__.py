@@ -1,5 +1,9 @@
-"""Metrics: the MetricsManager that feeds torchmetrics (and registered) metrics per phase."""
+"""Metrics: the MetricsManager that feeds torchmetrics (and registered) metrics per phase.
 
+Importing this package registers okc's retrieval meters (``HitAtKMeter``, ...).
+"""
+
+from okc.metrics import retrieval  # noqa: F401 - registration
 from okc.metrics.manager import MetricsManager, check_metrics
 
 __all__ = ["MetricsManager", "check_metrics"]
