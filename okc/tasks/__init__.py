@@ -2,5 +2,7 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.pairwise import PairwiseLearnTask
+from okc.tasks.triplet import TripletLearnTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec"]
+__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "PairwiseLearnTask", "TripletLearnTask"]
