@@ -1,24 +1,31 @@
 """Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
 
-from okc.data.datasets import cifar, classification, folder, segmentation, shapes
+from okc.data.datasets import cifar, classification, folder, retrieval, segmentation, shapes, sop
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
 from okc.data.datasets.folder import ImageFolder
+from okc.data.datasets.retrieval import RetrievalDataset
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
+from okc.data.datasets.sop import SOP, TRIPLET_SOP
 
 __all__ = [
     "CIFAR10",
     "CIFAR100",
+    "SOP",
+    "TRIPLET_SOP",
     "ImageClassificationDataset",
     "ImageDataset",
     "ImageFolder",
     "ImageSegmentationDataset",
+    "RetrievalDataset",
     "Shapes",
     "cifar",
     "classification",
     "folder",
+    "retrieval",
     "segmentation",
     "shapes",
+    "sop",
 ]
