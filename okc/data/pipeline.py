@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.config.bind import build
+from okc.config.bind import build, resolve
 from okc.config.schema import DataItem, Phase
 from okc.data.augment import build_ops, split_transform
 from okc.data.collate import collate
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
 from okc.data.ops import Chain
+from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
 from okc.errors import ConfigError, OkcError
 from okc.registry import DATASETS, SAMPLERS
@@ -202,7 +203,7 @@ def build_pipeline(
         else []
     )
     dataset = build_dataset(item, path=path)
-    sampler = _build_sampler(item, path)
+    sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
         len(dataset),
@@ -241,13 +242,15 @@ def build_pipeline(
     )
 
 
-def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
+def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
     if item.sampler is None:
         return None
     if item.dataloader.shuffle:
         raise ConfigError(
             f"{path}.dataloader.shuffle", "a sampler sets the order: set shuffle: false"
         )
+    target = resolve(SAMPLERS, item.sampler.name, path=f"{path}.sampler.name")
+    known = {"dataset": dataset, "batch_size": item.dataloader.batch_size}
     try:
         sampler = build(
             SAMPLERS,
@@ -255,6 +258,7 @@ def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
             item.sampler.params,
             name_path=f"{path}.sampler.name",
             params_path=f"{path}.sampler.params",
+            **{name: known[name] for name in supplied(target)},
         )
     except ConfigError:
         raise
