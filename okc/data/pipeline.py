@@ -24,7 +24,7 @@ from okc.data.loader import BatchLoader
 from okc.data.ops import Chain
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError
 from okc.registry import DATASETS, SAMPLERS
 
 # Sample keys holding label maps: they follow geometric augmentations, nearest-neighbour.
@@ -260,7 +260,7 @@ def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | No
             params_path=f"{path}.sampler.params",
             **{name: known[name] for name in supplied(target)},
         )
-    except ConfigError:
+    except (ConfigError, ConfigErrors):
         raise
     except OkcError as err:
         raise ConfigError(f"{path}.sampler.params", str(err)) from err
