@@ -48,7 +48,7 @@ def _check_task(exp: Experiment) -> list[ConfigError]:
     except ConfigError as err:
         return [err]
     errors = task_cls.check_params(exp.task.params, path="task.params")
-    return errors + _check_mappings(exp, tuple(getattr(task_cls, "output_keys", ())))
+    return errors + _check_mappings(exp, tuple(task_cls.declared_outputs(exp.task.params)))
 
 
 def _check_mappings(exp: Experiment, produced: tuple[str, ...]) -> list[ConfigError]:

@@ -26,6 +26,7 @@ from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
 from okc.errors import ConfigError, ConfigErrors, OkcError
 from okc.registry import DATASETS, SAMPLERS
+from okc.tree import map_tensors
 
 # Sample keys holding label maps: they follow geometric augmentations, nearest-neighbour.
 MASK_KEYS = ("mask", "instances")
@@ -61,6 +62,8 @@ class _BatchReader:
     def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
+        self.image_keys = image_keys(dataset)
+        self.ragged_keys = tuple(getattr(dataset, "ragged_keys", ()))
         self.skip = bool(getattr(dataset, "skip_corrupt", False))
         self.num_skipped = 0
         self._lock = threading.Lock()
@@ -68,7 +71,7 @@ class _BatchReader:
     def __call__(self, indices: list[int]) -> dict[str, Any] | _LoadFailure:
         try:
             samples = [s for s in map(self._sample, indices) if s is not None]
-            return collate(samples)
+            return collate(samples, ragged_keys=self.ragged_keys)
         except OkcError as err:
             return _LoadFailure(err)
 
@@ -88,11 +91,21 @@ class _BatchReader:
         return sample
 
     def _resize(self, sample: dict[str, Any]) -> dict[str, Any]:
-        keys = [k for k in MASK_KEYS if k in sample]
-        image, masks = sample["image"], [sample[k][None] for k in keys]  # ops want (C,H,W)
-        for op in self.per_sample:
-            image, masks = op(image, masks)
-        return {**sample, "image": image, **{k: m[0] for k, m in zip(keys, masks, strict=True)}}
+        """Size ops on each image; label maps follow the first image (ops want (C,H,W))."""
+        out = dict(sample)
+        for n, key in enumerate(self.image_keys):
+            keys = [k for k in MASK_KEYS if k in sample] if n == 0 else []
+            image, masks = sample[key], [sample[k][None] for k in keys]
+            for op in self.per_sample:
+                image, masks = op(image, masks)
+            out[key] = image
+            out.update({k: m[0] for k, m in zip(keys, masks, strict=True)})
+        return out
+
+
+def image_keys(dataset: Any) -> tuple[str, ...]:
+    """The dataset's image keys (``ImageDataset.image_keys``; plain datasets hold ``image``)."""
+    return tuple(getattr(dataset, "image_keys", ("image",)))
 
 
 class DataPipeline:
@@ -115,6 +128,7 @@ class DataPipeline:
         self.dataset = dataset
         self.device = device
         self.input_dtype: torch.dtype = getattr(dataset, "input_dtype", torch.float32)
+        self._image_keys = reader.image_keys
         self._loader = loader
         self._reader = reader
         self.augment = augment.to(device) if augment is not None else None
@@ -158,22 +172,22 @@ class DataPipeline:
         self._loader.load_state_dict(state["loader"])
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """The batch on the device: augmented (TRAIN), transformed, image of ``input_dtype``."""
-        out = {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()
-        }
-        keys = [k for k in MASK_KEYS if k in out]
-        image = (
-            out["image"].float().div_(255) if out["image"].dtype == torch.uint8 else out["image"]
-        )
-        masks = [out[k][:, None].float() for k in keys]
-        for stage in (self.augment, self.transform):
-            if stage is not None:
-                image, masks = stage(image, masks)
-        out["image"] = image.to(self.input_dtype)
-        for key, mask in zip(keys, masks, strict=True):
-            out[key] = mask[:, 0].round().to(batch[key].dtype)
+        """The batch on the device: augmented (TRAIN), transformed, images of ``input_dtype``.
+
+        Each image key is augmented with its own random draw; label maps follow the first one.
+        Lists (ragged keys) are moved tensor by tensor.
+        """
+        out = map_tensors(lambda t: t.to(self.device, non_blocking=True), batch)
+        for n, key in enumerate(self._image_keys):
+            keys = [k for k in MASK_KEYS if k in out] if n == 0 else []
+            image = out[key].float().div_(255) if out[key].dtype == torch.uint8 else out[key]
+            masks = [out[k][:, None].float() for k in keys]
+            for stage in (self.augment, self.transform):
+                if stage is not None:
+                    image, masks = stage(image, masks)
+            out[key] = image.to(self.input_dtype)
+            for k, mask in zip(keys, masks, strict=True):
+                out[k] = mask[:, 0].round().to(batch[k].dtype)
         return out
 
 

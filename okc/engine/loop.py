@@ -42,6 +42,7 @@ from okc.engine.seed import choose_seed, seed_everything
 from okc.engine.step import TrainingModule, maybe_compile
 from okc.errors import ConfigError, OkcError
 from okc.loggers import build_run_logger, make_run_dir
+from okc.tree import map_tensors
 
 NONFINITE_HINT = (
     "Lower the learning rate, check the inputs and targets, or set "
@@ -333,9 +334,7 @@ class Loop:
 
     def _to_device(self, data: Any, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Device transfer + on-device augment/transform, then the precision's input dtype."""
-        batch = data.to_device(batch)
-        return {k: self.precision.convert_input(v) if isinstance(v, Tensor) else v
-                for k, v in batch.items()}  # fmt: skip
+        return map_tensors(self.precision.convert_input, data.to_device(batch))
 
     def _take(self, data: Any, n: int) -> Iterator[Any]:
         if n <= 0:
@@ -475,14 +474,15 @@ class Loop:
     # --- predict ----------------------------------------------------------------------------------
 
     def predict(self, checkpoint: str | Path | None = None, output: Path | None = None) -> Path:
-        from okc.engine.predictions import PredictionWriter
-
         if not self.exp.data.PREDICT:
             raise ConfigError("data.PREDICT", "predict needs a PREDICT dataset")
         self.load_weights(checkpoint)
         pipelines = self._pipelines(Phase.PREDICT)
-        writer = PredictionWriter(output or self.run_dir / "predictions.csv", rank=self.env.rank,
-                                  world_size=self.env.world_size)  # fmt: skip
+        writer = self.task.prediction_writer(
+            output or self.run_dir / "predictions.csv",
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+        )
         return self._run("predict", lambda: self._predict(pipelines, writer))
 
     def _predict(self, pipelines: list[Any], writer: Any) -> Path:

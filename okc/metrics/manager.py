@@ -32,6 +32,7 @@ from okc.config.schema import ALL_PHASES, Metric, Phase
 from okc.errors import ConfigError, OkcError, did_you_mean
 from okc.metrics.values import Loggable, describe, flatten
 from okc.registry import METRICS
+from okc.tree import map_tensors
 
 
 @attrs.frozen
@@ -247,7 +248,7 @@ def _build(spec: Metric, where: str) -> Any:
 
 
 def _detached(value: Any) -> Any:
-    return value.detach() if isinstance(value, torch.Tensor) else value
+    return map_tensors(torch.Tensor.detach, value)
 
 
 def _updated_anywhere(metrics: list[Any]) -> list[bool]:

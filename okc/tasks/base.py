@@ -13,6 +13,7 @@ training. Subclasses document their output keys in ``output_keys``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from okc.config.bind import check_params
 from okc.errors import ConfigError
+from okc.tasks.predictions import PredictionWriter
 
 Batch = Mapping[str, Tensor]
 
@@ -80,9 +82,22 @@ class BaseTask(nn.Module):
         """The named outputs losses and metrics map from (see ``output_keys``)."""
         raise NotImplementedError
 
-    def predict_outputs(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Per-sample columns written by ``okc predict`` (default: every output)."""
+    def predict_outputs(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-sample values written by ``okc predict`` (default: every output)."""
         return dict(outputs)
+
+    def prediction_writer(
+        self, path: str | Path, *, rank: int = 0, world_size: int = 1
+    ) -> PredictionWriter:
+        """What ``okc predict`` writes with: CSV rows by default; tasks with file-like
+        predictions (PNG masks, box files) return a subclass."""
+        return PredictionWriter(path, rank=rank, world_size=world_size)
+
+    @classmethod
+    def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The keys ``forward_with_gt`` will produce for ``params``, known before building (for
+        ``okc check``); empty when they cannot be known, which defers the check to run time."""
+        return cls.output_keys
 
     def example_inputs(self, batch_size: int = 2) -> tuple[Tensor, ...]:
         """Example inputs for export, from ``task.params.inputs``."""

@@ -1,10 +1,18 @@
 """What every okc dataset shares: the sample contract and TorchOk's common parameters.
 
 ``dataset[i]`` returns a dict: ``image`` (uint8 C,H,W), the task's targets (``target``: int64
-class or float multi-hot; ``mask``: int64 H,W for segmentation; ...) and ``index``. The rest is
-the pipeline's work: size-fixing transforms per sample on the CPU, then augmentation,
-normalization and the cast to ``input_dtype`` on the batch, on the device. Datasets hold no
-transforms themselves.
+class or float multi-hot; ``mask``: int64 H,W for segmentation; ``bboxes`` float32 (N,4) xyxy
+pixels with ``label`` int64 (N,) for detection; ...) and ``index``. The rest is the pipeline's
+work: size-fixing transforms per sample on the CPU, then augmentation, normalization and the cast
+to ``input_dtype`` on the batch, on the device. Datasets hold no transforms themselves.
+
+Two class attributes declare the sample's shape to the pipeline:
+
+- ``image_keys``: the keys holding images. Triplet datasets hold three (``anchor``,
+  ``positive``, ``negative``); each gets its own transform and its own augmentation draw. Label
+  maps (``mask``, ``instances``) and boxes belong to the first one.
+- ``ragged_keys``: keys whose tensors vary in their first dim from sample to sample (boxes and
+  their labels); a batch holds them as a list with one tensor per sample.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -56,6 +64,8 @@ class ImageDataset:
     """
 
     skip_corrupt: bool = False
+    image_keys: ClassVar[tuple[str, ...]] = ("image",)
+    ragged_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
