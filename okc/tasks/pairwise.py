@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
 from okc.errors import ConfigError, ParamError
@@ -46,9 +46,9 @@ class PairwiseLearnTask(ClassificationTask):
     """Embeddings and their pairwise relevance, for pairwise metric-learning losses.
 
     Args:
-        num_classes: the number of classes; class ids must be below it (as in TorchOk, they are
-            one-hot encoded), multi-hot targets must have this many columns. Unset: class ids
-            are compared directly.
+        num_classes: the number of classes: class ids must be below it (checked on the first
+            batch), multi-hot targets must have this many columns. Optional in okc, which
+            compares class ids directly where TorchOk one-hot encoded them.
         backbone_name ... inputs: the model, as for ``ClassificationTask``.
     """
 
@@ -76,6 +76,7 @@ class PairwiseLearnTask(ClassificationTask):
             head_name=head_name, head_params=head_params, inputs=inputs,
         )  # fmt: skip
         self.num_classes = num_classes
+        self._ids_checked = False
 
     def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
         embeddings = self.model(batch[self.input_key])
@@ -89,16 +90,33 @@ class PairwiseLearnTask(ClassificationTask):
     def relevance(self, target: Tensor) -> Tensor:
         """(B, B) float: 1 where two samples share a class (class ids or multi-hot rows)."""
         if target.ndim == 1:
-            if self.num_classes is None:
-                return (target[:, None] == target[None, :]).float()
-            target = F.one_hot(target.long(), self.num_classes)
-        elif self.num_classes is not None and target.shape[1] != self.num_classes:
+            self._check_class_ids(target)
+            return (target[:, None] == target[None, :]).float()
+        if self.num_classes is not None and target.shape[1] != self.num_classes:
             raise ConfigError(
                 "task.params.num_classes",
                 f"is {self.num_classes}, but the multi-hot targets have {target.shape[1]} columns",
             )
         hot = target.float()
         return (hot @ hot.T > 0).float()
+
+    def _check_class_ids(self, target: Tensor) -> None:
+        """Class ids must be below ``num_classes``: checked on the first eager batch only.
+
+        Comparing ids gives TorchOk's one-hot relevance without the (B, num_classes) matrix, so an
+        id past ``num_classes`` would not fail by itself; one check on the first batch catches a
+        wrong ``num_classes`` without a host sync on every step (compiled steps skip it).
+        """
+        if self.num_classes is None or self._ids_checked or torch.compiler.is_compiling():
+            return
+        self._ids_checked = True
+        largest = int(target.max()) if target.numel() else -1  # sync point: first batch only
+        if largest >= self.num_classes or (target.numel() and int(target.min()) < 0):
+            raise ConfigError(
+                "task.params.num_classes",
+                f"is {self.num_classes}, but the targets hold class ids from "
+                f"{int(target.min())} to {largest}; ids must be in 0..{self.num_classes - 1}",
+            )
 
     def predict_outputs(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {"embeddings": outputs["emb1"]}
