@@ -34,10 +34,17 @@ TRAIN_CLASSES = {1: 5, 2: 4, 3: 4, 4: 3, 5: 2}  # class_id: images (train ids st
 TEST_CLASSES = {11319: 3, 11320: 2, 11321: 2}  # test ids start at 11319
 
 
-def write_sop(folder: Path, *, size: int = 12) -> Path:
-    """``folder/Stanford_Online_Products`` with TorchOk's layout, listings and triplet CSVs."""
+def write_sop(
+    folder: Path,
+    *,
+    size: int = 12,
+    train: dict[int, int] = TRAIN_CLASSES,
+    test: dict[int, int] = TEST_CLASSES,
+) -> Path:
+    """``folder/Stanford_Online_Products`` with TorchOk's layout, listings and triplet CSVs;
+    ``train``/``test`` give the images per class id."""
     root = folder / "Stanford_Online_Products"
-    for name, classes, start in (("train", TRAIN_CLASSES, 0), ("test", TEST_CLASSES, 1000)):
+    for name, classes, start in (("train", train, 0), ("test", test, 100_000)):
         lines = ["image_id class_id super_class_id path"]
         image_id = start
         for class_id, count in classes.items():
