@@ -219,3 +219,54 @@ def test_triplet_experiment_fits_on_a_tiny_sop_folder(tmp_path: Path) -> None:
     result = fit(exp)
     assert 0.0 <= result.metrics["valid/HitAtKMeter"] <= 1.0
     assert result.metrics["train/loss"] >= 0.0
+
+
+RETRIEVAL = """
+task:
+  name: PairwiseLearnTask
+  compute_loss_on_valid: false
+  params:
+    backbone_name: test_resnet
+    pooling_name: Pooling
+    head_name: LinearHead
+    head_params: {out_channels: 8, normalize: true}
+joint_loss:
+  losses:
+    - {name: ContrastiveLoss, params: {margin: 1.0}, mapping: {emb1: emb1, emb2: emb2, R: R}}
+optimization:
+  - optimizer: {name: Adam, params: {lr: 0.001}}
+data:
+  TRAIN:
+    - dataset:
+        name: Shapes
+        params: {num_samples: 32, image_size: 16, num_classes: 4}
+        transform: [{name: Normalize}]
+      dataloader: {batch_size: 16, drop_last: true}
+  VALID:
+    - dataset:
+        name: RetrievalDataset
+        params: {matches_csv_path: match.csv, img_list_csv_path: paths.csv,
+                 gallery_list_csv_path: gallery.csv}
+        transform: [{name: Resize, params: {height: 16, width: 16}}, {name: Normalize}]
+      dataloader: {batch_size: 6}
+metrics:
+  - name: NDCGAtKMeter
+    params: {k: 3, dataset_type: representation, group_averaging: true}
+    mapping: {vectors: emb1, query_idxs: query_idxs, scores: scores, group_labels: group_labels}
+    phases: [VALID]
+trainer: {max_epochs: 1, enable_progress_bar: false}
+"""
+
+
+def test_retrieval_dataset_feeds_the_representation_meters(tmp_path: Path) -> None:
+    """Queries, graded relevance and a gallery from CSVs reach the meter through the task."""
+    from test_metric_learning_data import write_retrieval
+
+    write_retrieval(tmp_path / "retrieval")
+    data = yaml.safe_load(RETRIEVAL)
+    data["data"]["VALID"][0]["dataset"]["params"]["data_folder"] = str(tmp_path / "retrieval")
+    data["logger"] = {"log_dir": str(tmp_path / "logs")}
+    exp = okc.Experiment.from_dict({**data, "name": "retrieval"})
+    assert check_experiment(exp) == []
+    result = fit(exp)
+    assert 0.0 <= result.metrics["valid/NDCGAtKMeter"] <= 1.0
