@@ -383,3 +383,17 @@ def test_pipeline_sampler_errors_are_config_errors() -> None:
 
 def _data_of(item: DataItem) -> Data:
     return Data(TRAIN=(item,))
+
+
+@pytest.mark.parametrize("num", [37, 38, 5])
+def test_uneven_evaluation_shards_read_every_sample_once(num: int) -> None:
+    """Without drop_last or padding, ranks together read each sample exactly once, even when the
+    shards differ in size and the batch size divides neither (a rank used to read the padded
+    order's extra samples in its last batch, and metrics counted them twice)."""
+    read = []
+    for rank in (0, 1):
+        order = BatchOrder(num, batch_size=8, rank=rank, world_size=2)
+        batches = list(order)
+        assert len(batches) == len(order)
+        read += [i for batch in batches for i in batch]
+    assert sorted(read) == list(range(num))

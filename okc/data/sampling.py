@@ -113,10 +113,10 @@ class BatchOrder:
             order = torch.arange(self.num_samples)
         if self.world_size > 1:
             units = order.reshape(-1, self.unit)
-            total = self._per_rank() // self.unit * self.world_size
-            if total > len(units) and len(units):  # pad by wrapping around
-                units = units.repeat(math.ceil(total / len(units)), 1)
-            if self.drop_last or self.pad:
+            if self.drop_last or self.pad:  # every rank reads the same number of units
+                total = self._per_rank() // self.unit * self.world_size
+                if total > len(units) and len(units):  # pad by wrapping around
+                    units = units.repeat(math.ceil(total / len(units)), 1)
                 units = units[:total]
             order = units[self.rank :: self.world_size].reshape(-1)
         return order
