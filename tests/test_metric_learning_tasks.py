@@ -270,3 +270,74 @@ def test_retrieval_dataset_feeds_the_representation_meters(tmp_path: Path) -> No
     assert check_experiment(exp) == []
     result = fit(exp)
     assert 0.0 <= result.metrics["valid/NDCGAtKMeter"] <= 1.0
+
+
+PK_PAIRWISE = """
+task:
+  name: PairwiseLearnTask
+  params:
+    backbone_name: test_resnet
+    pooling_name: Pooling
+    head_name: LinearHead
+    head_params: {out_channels: 8, normalize: true}
+    num_classes: 4
+joint_loss:
+  losses:
+    - {name: ContrastiveLoss, params: {margin: 1.0, mining: hard}, mapping: {emb1: emb1, emb2: emb2, R: R}}
+optimization:
+  - optimizer: {name: Adam, params: {lr: 0.001}}
+data:
+  TRAIN:
+    - dataset:
+        name: Shapes
+        params: {num_samples: 128, image_size: 16, num_classes: 4}
+        transform: [{name: Normalize}]
+      sampler: {name: PKSampler, params: {samples_per_class: 4}}
+      dataloader: {batch_size: 16, drop_last: true}
+  VALID:
+    - dataset:
+        name: Shapes
+        params: {num_samples: 37, image_size: 16, num_classes: 4, split: valid}
+        transform: [{name: Normalize}]
+      dataloader: {batch_size: 8}
+metrics:
+  - name: HitAtKMeter
+    params: {k: 1, dataset_type: classification}
+    mapping: {vectors: emb1, group_labels: target}
+    phases: [VALID]
+  - name: MeanAveragePrecisionAtKMeter
+    params: {k: 5, dataset_type: classification}
+    mapping: {vectors: emb1, group_labels: target}
+    phases: [VALID]
+trainer: {max_epochs: 1, enable_progress_bar: false}
+seed_params: {seed: 0}
+"""
+
+
+@pytest.mark.distributed
+def test_two_ranks_train_on_pk_batches_and_agree_with_one_process(tmp_path: Path) -> None:
+    """2 gloo ranks: each reads whole P×K batches; the meters, gathered over ranks, give the value
+    one process computes with the same weights over the whole VALID set (37: uneven shards)."""
+    import os
+    import subprocess
+    import sys
+
+    data = yaml.safe_load(PK_PAIRWISE)
+    data["logger"] = {"log_dir": str(tmp_path / "logs"), "experiment_name": "dist"}
+    path = tmp_path / "pk.yml"
+    path.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "okc", "fit", str(path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = Path(done.stdout.split("run folder:")[1].split()[0])
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 4  # 128 // 16 = 8 P×K batches, 4 per rank
+    logged = next(r for r in records if "valid/HitAtKMeter" in r)
+    single = okc.validate(
+        okc.Experiment.from_dict({**data, "name": "single"}),
+        checkpoint=run_dir / "checkpoints" / "last.ckpt",
+    )
+    for key in ("valid/HitAtKMeter", "valid/MeanAveragePrecisionAtKMeter"):
+        assert single[key] == pytest.approx(logged[key], abs=1e-6)
