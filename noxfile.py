@@ -17,9 +17,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("-e", ".", "ruff", "import-linter")
     session.run("ruff", "check", "okc", "tests", "perf", "noxfile.py")
     session.run("ruff", "format", "--check", "okc", "tests", "perf", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -6,8 +6,6 @@ result = okc.fit(exp)
 okc.test(exp, checkpoint=result.best_checkpoint)
 """
 
-__version__ = "0.1.0"
-
 from okc.api import check, export, fit, predict, test, validate
 from okc.config.load import load_experiment
 from okc.config.schema import Experiment, Phase
@@ -29,10 +27,35 @@ from okc.registry import (
     TASKS,
     Registry,
 )  # fmt: skip
+from okc.version import __version__
 
 __all__ = [
-    "AUGMENTATIONS", "BACKBONES", "CALLBACKS", "DATASETS", "HEADS", "LOGGERS", "LOSSES", "METRICS",
-    "NECKS", "OPTIMIZERS", "POOLINGS", "SAMPLERS", "SCHEDULERS", "TASKS", "ConfigError",
-    "ConfigErrors", "Experiment", "OkcError", "Phase", "Registry", "check", "export", "fit",
-    "load_experiment", "predict", "test", "validate",
+    "AUGMENTATIONS",
+    "BACKBONES",
+    "CALLBACKS",
+    "DATASETS",
+    "HEADS",
+    "LOGGERS",
+    "LOSSES",
+    "METRICS",
+    "NECKS",
+    "OPTIMIZERS",
+    "POOLINGS",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "TASKS",
+    "ConfigError",
+    "ConfigErrors",
+    "Experiment",
+    "OkcError",
+    "Phase",
+    "Registry",
+    "__version__",
+    "check",
+    "export",
+    "fit",
+    "load_experiment",
+    "predict",
+    "test",
+    "validate",
 ]  # fmt: skip

@@ -11,12 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
+
 from okc.config.load import load_experiment
 from okc.config.schema import Experiment
 from okc.errors import ConfigError
 
 if TYPE_CHECKING:
-    from okc.engine.loop import FitResult
+    from okc.engine.hooks import Callback
+    from okc.engine.loop import FitResult, Loop
 
 ExperimentLike = Experiment | str | Path
 
@@ -38,29 +41,37 @@ def check(exp: ExperimentLike, overrides: Iterable[str] = ()) -> list[ConfigErro
     return check_experiment(_experiment(exp, overrides))
 
 
-def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
-    """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
+def _loop(exp: Experiment, stage: str) -> tuple[Loop, list[Callback]]:
+    """A loop for ``stage`` with the experiment's callbacks and okc's defaults."""
+    from okc.callbacks.defaults import build_callbacks
     from okc.engine.loop import Loop
 
-    return Loop(_experiment(exp, overrides), stage="fit").fit()
+    callbacks = build_callbacks(exp, stage)
+    return Loop(exp, callbacks=callbacks), callbacks
+
+
+def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
+    """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
+    from okc.callbacks.defaults import checkpoint_paths
+
+    loop, callbacks = _loop(_experiment(exp, overrides), "fit")
+    result = loop.fit()
+    best, last = checkpoint_paths(callbacks)
+    return attrs.evolve(result, best_checkpoint=best, last_checkpoint=last)
 
 
 def validate(
     exp: ExperimentLike, overrides: Iterable[str] = (), *, checkpoint: str | Path | None = None
 ) -> dict[str, float]:
     """Metrics (and losses) on VALID with the weights of ``checkpoint`` (or ``resume_path``)."""
-    from okc.engine.loop import Loop
-
-    return Loop(_experiment(exp, overrides), stage="validate").validate(checkpoint)
+    return _loop(_experiment(exp, overrides), "validate")[0].validate(checkpoint)
 
 
 def test(
     exp: ExperimentLike, overrides: Iterable[str] = (), *, checkpoint: str | Path | None = None
 ) -> dict[str, float]:
     """Metrics on TEST with the weights of ``checkpoint`` (or ``resume_path``)."""
-    from okc.engine.loop import Loop
-
-    return Loop(_experiment(exp, overrides), stage="test").test(checkpoint)
+    return _loop(_experiment(exp, overrides), "test")[0].test(checkpoint)
 
 
 def predict(
@@ -71,9 +82,7 @@ def predict(
     output: str | Path | None = None,
 ) -> Path:
     """Predictions on PREDICT written to ``output`` (default: the run folder); returns the CSV."""
-    from okc.engine.loop import Loop
-
-    loop = Loop(_experiment(exp, overrides), stage="predict")
+    loop, _ = _loop(_experiment(exp, overrides), "predict")
     return loop.predict(checkpoint, Path(output) if output else None)
 
 

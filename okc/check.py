@@ -6,22 +6,13 @@ files the experiment points at must exist. Nothing heavy is built: no model, no 
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from okc.config.bind import check_component, resolve
+from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment
 from okc.errors import ConfigError
 from okc.registry import CALLBACKS, LOGGERS, TASKS
-
-
-def import_user_modules(exp: Experiment) -> None:
-    """Import ``exp.imports`` so the components they register can be found by name."""
-    for i, module in enumerate(exp.imports):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ConfigError(f"imports.{i}", f"cannot import '{module}': {err}") from err
 
 
 def check_experiment(exp: Experiment) -> list[ConfigError]:

@@ -268,6 +268,15 @@ BACKBONES = Registry(
     ],
 )
 NECKS = Registry("necks", modules=["okc.models.necks"])
+# Detection necks and heads take and give a list of maps (one per pyramid level), a contract of
+# their own (TorchOk kept a separate DETECTION_NECKS registry for it; okc also keeps the heads apart
+# so a classification head is never looked up as a detection head, nor the other way round).
+DETECTION_NECKS = Registry(
+    "detection_necks", item="detection neck", modules=["okc.models.detection"]
+)
+DETECTION_HEADS = Registry(
+    "detection_heads", item="detection head", modules=["okc.models.detection"]
+)
 POOLINGS = Registry("poolings", modules=["okc.models.poolings"])
 HEADS = Registry("heads", modules=["okc.models.heads"])
 LOSSES = Registry(
@@ -309,6 +318,6 @@ REGISTRIES: dict[str, Registry] = {
     r.kind: r
     for r in (
         TASKS, BACKBONES, NECKS, POOLINGS, HEADS, LOSSES, METRICS, DATASETS, AUGMENTATIONS,
-        SAMPLERS, CALLBACKS, LOGGERS, OPTIMIZERS, SCHEDULERS,
+        SAMPLERS, CALLBACKS, LOGGERS, OPTIMIZERS, SCHEDULERS, DETECTION_NECKS, DETECTION_HEADS,
     )
 }  # fmt: skip

@@ -47,7 +47,7 @@ from okc.config.load import experiment_from_data
 from okc.config.schema import Experiment, Phase
 from okc.data import build_pipeline
 from okc.data.collate import collate
-from okc.engine.hooks import Callback
+from okc.engine.hooks import Callback, RunView
 from okc.engine.loop import Loop
 from okc.models import build_model
 
@@ -216,8 +216,8 @@ class Alternate(Callback):
         self.hand_seconds: list[float] = []
         self._start = 0.0
 
-    def on_train_batch_end(self, loop: Loop, logs: Mapping[str, float] | None) -> None:
-        done = loop.global_step - self.args.warmup
+    def on_train_batch_end(self, run: RunView, logs: Mapping[str, float] | None) -> None:
+        done = run.global_step - self.args.warmup
         if done < 0 or done % self.args.steps:
             return
         synchronize(self.device)
@@ -271,7 +271,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory() as log_dir:
         exp = experiment(args, log_dir)
-        loop = Loop(exp, stage="fit")
+        loop = Loop(exp)
         device = loop.device
         hand = HandWritten(exp, args, device=device, seed=loop.seed)
         hand.model.load_state_dict(loop.task.model.state_dict())  # the same starting point

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
-import io
 import os
 import pickle
 import tarfile
@@ -17,6 +15,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from datafiles import cifar10_files, cifar_batch, write_cifar_archive, write_image
 from PIL import Image
 
 from okc.data.datasets import cifar
@@ -31,35 +30,10 @@ from okc.errors import OkcError
 # --- CIFAR ----------------------------------------------------------------------------------------
 
 
-def _batch(num: int, seed: int, label_keys: dict[str, int]) -> dict[bytes, object]:
-    rng = np.random.default_rng(seed)
-    batch: dict[bytes, object] = {
-        b"data": rng.integers(0, 256, (num, 3072), dtype=np.uint8),
-        b"filenames": [f"img_{i}.png".encode() for i in range(num)],
-    }
-    for key, classes in label_keys.items():
-        batch[key.encode()] = [int(v) for v in rng.integers(0, classes, num)]
-    return batch
-
-
-def _write_archive(path: Path, folder: str, files: dict[str, dict]) -> str:
-    """A .tar.gz like the official one: pickles (protocol 2) of dicts with bytes keys."""
-    with tarfile.open(path, "w:gz") as tar:
-        for name, content in files.items():
-            data = pickle.dumps(content, protocol=2)
-            info = tarfile.TarInfo(f"{folder}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture
 def cifar10_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    files = {f"data_batch_{i}": _batch(4, i, {"labels": 10}) for i in range(1, 6)}
-    files["test_batch"] = _batch(3, 9, {"labels": 10})
-    files["batches.meta"] = {b"label_names": [f"class{i}".encode() for i in range(10)]}
     archive = tmp_path / "cifar-10-python.tar.gz"
-    md5 = _write_archive(archive, "cifar-10-batches-py", files)
+    md5 = write_cifar_archive(archive, "cifar-10-batches-py", cifar10_files())
     entry = attrs.evolve(cifar.ARCHIVES["CIFAR10"], md5=md5)
     monkeypatch.setitem(cifar.ARCHIVES, "CIFAR10", entry)
     return archive
@@ -83,8 +57,8 @@ def test_cifar10_parses_the_official_format(cifar10_archive: Path) -> None:
 
 def test_cifar100_fine_and_coarse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     labels = {"fine_labels": 100, "coarse_labels": 20}
-    files = {"train": _batch(6, 1, labels), "test": _batch(2, 2, labels)}
-    md5 = _write_archive(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", files)
+    files = {"train": cifar_batch(6, 1, labels), "test": cifar_batch(2, 2, labels)}
+    md5 = write_cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", files)
     monkeypatch.setitem(
         cifar.ARCHIVES, "CIFAR100", attrs.evolve(cifar.ARCHIVES["CIFAR100"], md5=md5)
     )
@@ -156,19 +130,12 @@ def test_cifar_unpickler_refuses_code(tmp_path: Path) -> None:
 # --- files on disk --------------------------------------------------------------------------------
 
 
-def _image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (6, 5)) -> None:
-    array = np.zeros((*size, 3), dtype=np.uint8)
-    array[...] = color
-    array[0, 0] = (255 - color[0], 0, 0)  # a marker, so flips are visible
-    Image.fromarray(array).save(path)
-
-
 @pytest.fixture
 def csv_folder(tmp_path: Path) -> Path:
     (tmp_path / "img").mkdir()
     rows = ["image_path,label,tags"]
     for i in range(6):
-        _image(tmp_path / "img" / f"{i}.png", (10 * i, 20, 30))
+        write_image(tmp_path / "img" / f"{i}.png", (10 * i, 20, 30))
         rows.append(f"img/{i}.png,{i % 3},{'0 2' if i % 2 else '1'}")
     (tmp_path / "ann.csv").write_text("\n".join(rows) + "\n")
     return tmp_path
@@ -257,7 +224,7 @@ def test_bad_label_names_the_row(csv_folder: Path) -> None:
 def test_segmentation_reads_masks(tmp_path: Path) -> None:
     rows = ["image_path,mask_path"]
     for i in range(3):
-        _image(tmp_path / f"{i}.jpg", (100, 100, 100))
+        write_image(tmp_path / f"{i}.jpg", (100, 100, 100))
         mask = np.zeros((6, 5), dtype=np.uint8)
         mask[i, :] = i + 1
         Image.fromarray(mask).save(tmp_path / f"{i}_mask.png")
@@ -273,7 +240,7 @@ def test_image_folder(tmp_path: Path) -> None:
     for name, count in (("cat", 2), ("dog", 3)):
         (tmp_path / "train" / name).mkdir(parents=True)
         for i in range(count):
-            _image(tmp_path / "train" / name / f"{i}.jpg", (0, 0, 0))
+            write_image(tmp_path / "train" / name / f"{i}.jpg", (0, 0, 0))
     (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
     ds = ImageFolder(data_folder=str(tmp_path), split="train")
     assert ds.classes == ["cat", "dog"] and len(ds) == 5
@@ -287,7 +254,7 @@ def test_image_folder(tmp_path: Path) -> None:
 def test_image_folder_unpacks_an_archive(tmp_path: Path) -> None:
     source = tmp_path / "src"
     (source / "test" / "ship").mkdir(parents=True)
-    _image(source / "test" / "ship" / "0001.jpg", (1, 2, 3))
+    write_image(source / "test" / "ship" / "0001.jpg", (1, 2, 3))
     with tarfile.open(tmp_path / "data.tar.gz", "w:gz") as tar:
         tar.add(source / "test", arcname="test")
     ds = ImageFolder(

@@ -13,7 +13,7 @@ import yaml
 from conftest import TINY_EXPERIMENT
 
 import okc
-from okc.engine.checkpoint import load_checkpoint_file
+from okc.engine.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.distributed
 
@@ -52,12 +52,12 @@ def test_ddp_shards_the_data_and_syncs_the_metrics(tmp_path: Path) -> None:
 def test_fsdp_fits_saves_whole_weights_and_resumes(tmp_path: Path) -> None:
     first = torchrun(tmp_path, "trainer.max_epochs=1", "trainer.strategy=fsdp")
     last = first / "checkpoints" / "last.ckpt"
-    state = load_checkpoint_file(last)
+    state = read_checkpoint(last)
     task_weights = state["model"]
     assert all(not type(v).__name__.startswith("DTensor") for v in task_weights.values())
     resumed = torchrun(
         tmp_path, "trainer.max_epochs=2", "trainer.strategy=fsdp", f"resume_path={last}"
     )
-    final = load_checkpoint_file(resumed / "checkpoints" / "last.ckpt")
-    assert final["epoch"] == 2 and final["global_step"] == 8
+    final = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert final["progress"]["epoch"] == 2 and final["progress"]["global_step"] == 8
     assert final["model"].keys() == task_weights.keys()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 import okc
-from okc.engine.checkpoint import load_checkpoint_file
-from okc.engine.hooks import Callback
-from okc.engine.loop import Interrupted, Loop
+from okc.engine.checkpoint import read_checkpoint
+from okc.engine.hooks import Callback, RunView
+from okc.engine.loop import Interrupted
 from okc.registry import CALLBACKS
 
 
@@ -39,8 +41,8 @@ def test_fit_improves_accuracy_and_writes_the_run_folder(tiny_exp) -> None:
         header = next(csv.reader(f))
     assert {"epoch", "step", "train/loss", "valid/Accuracy", "train/ce_step"} <= set(header)
     assert result.last_checkpoint == result.run_dir / "checkpoints" / "last.ckpt"
-    state = load_checkpoint_file(result.last_checkpoint)
-    assert state["epoch"] == 4 and state["global_step"] == 4 * 64
+    state = read_checkpoint(result.last_checkpoint)
+    assert state["progress"]["epoch"] == 4 and state["progress"]["global_step"] == 4 * 64
     assert okc.Experiment.from_dict(state["experiment"]) == tiny_exp(*overrides)
 
 
@@ -54,7 +56,7 @@ def test_validate_metrics_equal_a_hand_computation(tiny_exp) -> None:
     from okc.engine.build import build_task
 
     task = build_task(exp)
-    task.model.load_state_dict(load_checkpoint_file(result.last_checkpoint)["model"])
+    task.model.load_state_dict(read_checkpoint(result.last_checkpoint)["model"])
     task.eval()
     pipeline = build_pipeline(exp.data.VALID[0], phase=Phase.VALID, path="data.VALID.0")
     correct = total = 0
@@ -107,7 +109,7 @@ def test_predict_writes_one_row_per_sample(tiny_exp, tmp_path: Path) -> None:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint_file(path)["model"]
+    return read_checkpoint(path)["model"]
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
@@ -118,14 +120,14 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 @CALLBACKS.register(name="_InterruptAt", override=True)
 class InterruptAt(Callback):
-    """Does what Ctrl-C does, at a chosen optimizer step."""
+    """Presses Ctrl-C (sends this process SIGINT) at a chosen optimizer step."""
 
     def __init__(self, *, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, loop: Loop, logs) -> None:
-        if loop.global_step == self.step:
-            loop.request_interrupt()
+    def on_train_batch_end(self, run: RunView, logs) -> None:
+        if run.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_exp) -> None:
@@ -134,7 +136,9 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_exp) -> None:
     with pytest.raises(Interrupted, match=r"resume with resume_path=.*last\.ckpt"):
         okc.fit(tiny_exp(*base, "+callbacks=[{name: _InterruptAt, params: {step: 11}}]"))
     interrupted = sorted((straight.run_dir.parent).glob("*/checkpoints/last.ckpt"))[-1]
-    assert load_checkpoint_file(interrupted)["global_step"] == 11  # mid-epoch: 8 steps per epoch
+    assert (
+        read_checkpoint(interrupted)["progress"]["global_step"] == 11
+    )  # mid-epoch: 8 steps per epoch
     resumed = okc.fit(tiny_exp(*base, f"resume_path={interrupted}"))
     assert resumed.global_step == straight.global_step == 24
     _assert_same_weights(_weights(resumed.last_checkpoint), _weights(straight.last_checkpoint))
@@ -157,7 +161,7 @@ def test_resume_without_a_configured_seed_keeps_the_run_s_own_seed(tiny_exp) -> 
     with pytest.raises(Interrupted):
         okc.fit(tiny_exp("~seed_params", "+callbacks=[{name: _InterruptAt, params: {step: 5}}]"))
     ckpt = sorted(Path(tiny_exp().logger.log_dir).glob("tiny/*/*/checkpoints/last.ckpt"))[-1]
-    seed = load_checkpoint_file(ckpt)["seed"]
+    seed = read_checkpoint(ckpt)["data"]["seed"]
     resumed = okc.fit(tiny_exp("~seed_params", f"resume_path={ckpt}"))
     straight = okc.fit(tiny_exp(f"seed_params.seed={seed}"))
     _assert_same_weights(_weights(resumed.last_checkpoint), _weights(straight.last_checkpoint))

@@ -24,10 +24,10 @@ def test_bf16_mixed_precision_trains(tiny_exp) -> None:
 
 
 def test_fp16_mixed_precision_uses_a_loss_scaler(tiny_exp) -> None:
-    from okc.engine.checkpoint import load_checkpoint_file
+    from okc.engine.checkpoint import read_checkpoint
 
     result = okc.fit(tiny_exp("trainer.precision=16-mixed", "trainer.max_epochs=1"))
-    state = load_checkpoint_file(result.last_checkpoint)
+    state = read_checkpoint(result.last_checkpoint)
     assert state["precision"]["scaler"]["scale"] > 0  # the GradScaler's state is checkpointed
     assert all(torch.isfinite(torch.tensor(step_losses(result.run_dir))))
 

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from okc.config.schema import LoadCheckpoint
-from okc.engine.weights import load_checkpoint
+from okc.engine.weights import merge_load_checkpoint
 from okc.errors import OkcError
 
 KEYS = ("backbone.linear.1", "backbone.linear.2", "head.linear.1", "head.linear.2", "head.linear.3")
@@ -56,7 +56,7 @@ HEAD3 = {**HEAD2, "head.linear.2": "./head3_linear2/checkpoint/path.ckpt"}
 
 def loaded(**spec) -> dict[str, int]:
     model = SpecModel()
-    load_checkpoint(model, LoadCheckpoint(**spec))
+    merge_load_checkpoint(model, LoadCheckpoint(**spec))
     return weights(model)
 
 
@@ -135,7 +135,7 @@ def test_exclusion_stops_at_a_dot(tmp_path):
     torch.save(filled(1.0), tmp_path / "all.pt")
     model = Net()
     before = model.layer1.weight.detach().clone()
-    load_checkpoint(
+    merge_load_checkpoint(
         model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "all.pt"), exclude_keys=("layer1",))
     )
     assert torch.equal(model.layer1.weight, before)
@@ -149,7 +149,7 @@ def test_leaf_overrides_of_real_modules(tmp_path):
     )
     torch.save(torch.full((3,), 9.0), tmp_path / "bias.pt")  # a bare tensor
     model = Net()
-    load_checkpoint(
+    merge_load_checkpoint(
         model,
         LoadCheckpoint(
             base_ckpt_path=str(tmp_path / "all.pt"),
@@ -167,7 +167,7 @@ def test_a_whole_model_file_can_supply_one_module(tmp_path):
     torch.save(filled(1.0), tmp_path / "a.pt")
     torch.save(filled(2.0), tmp_path / "b.pt")
     model = Net()
-    load_checkpoint(
+    merge_load_checkpoint(
         model,
         LoadCheckpoint(
             base_ckpt_path=str(tmp_path / "a.pt"),
@@ -189,14 +189,14 @@ def test_a_whole_model_file_can_supply_one_module(tmp_path):
 def test_checkpoint_layouts(tmp_path, wrap):
     torch.save(wrap(filled(4.0)), tmp_path / "c.ckpt")
     model = Net()
-    load_checkpoint(model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "c.ckpt")))
+    merge_load_checkpoint(model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "c.ckpt")))
     assert all((v == 4).all() for v in model.state_dict().values())
 
 
 def test_safetensors(tmp_path):
     save_file(filled(5.0), str(tmp_path / "w.safetensors"))
     model = Net()
-    load_checkpoint(model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "w.safetensors")))
+    merge_load_checkpoint(model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "w.safetensors")))
     assert all((v == 5).all() for v in model.state_dict().values())
 
 
@@ -208,7 +208,7 @@ def test_missing_file_names_the_key_and_file(tmp_path):
         OkcError,
         match=r"task\.load_checkpoint\.overridden_name2ckpt_path\.head: no such file: .*nope\.pt",
     ):
-        load_checkpoint(
+        merge_load_checkpoint(
             Net(), LoadCheckpoint(overridden_name2ckpt_path={"head": str(tmp_path / "nope.pt")})
         )
 
@@ -219,14 +219,14 @@ def test_strict_mismatch_lists_a_few_keys(tmp_path):
     state.update({f"extra.{i}": torch.zeros(1) for i in range(7)})
     torch.save(state, tmp_path / "c.pt")
     with pytest.raises(OkcError) as err:
-        load_checkpoint(Net(), LoadCheckpoint(base_ckpt_path=str(tmp_path / "c.pt")))
+        merge_load_checkpoint(Net(), LoadCheckpoint(base_ckpt_path=str(tmp_path / "c.pt")))
     text = str(err.value)
     assert text.startswith("task.load_checkpoint: ")
     assert "missing 1 model keys: layer1.weight" in text
     assert "7 unexpected keys: extra.0, extra.1, extra.2, extra.3, extra.4 and 2 more" in text
     model = Net()
     with pytest.warns(UserWarning, match="not loaded"):
-        report = load_checkpoint(
+        report = merge_load_checkpoint(
             model, LoadCheckpoint(base_ckpt_path=str(tmp_path / "c.pt"), strict=False)
         )
     assert report.missing == ("layer1.weight",) and len(report.unexpected) == 7
@@ -237,14 +237,14 @@ def test_unknown_names_and_shapes_are_config_errors(tmp_path):
     torch.save(filled(1.0), tmp_path / "a.pt")
     a = str(tmp_path / "a.pt")
     with pytest.raises(OkcError, match=r"overridden_name2ckpt_path\.haed: .*did you mean 'head'"):
-        load_checkpoint(Net(), LoadCheckpoint(overridden_name2ckpt_path={"haed": a}))
+        merge_load_checkpoint(Net(), LoadCheckpoint(overridden_name2ckpt_path={"haed": a}))
     with pytest.raises(OkcError, match=r"exclude_keys\.0: .*did you mean 'layer1'"):
-        load_checkpoint(Net(), LoadCheckpoint(base_ckpt_path=a, exclude_keys=("layer_1",)))
+        merge_load_checkpoint(Net(), LoadCheckpoint(base_ckpt_path=a, exclude_keys=("layer_1",)))
     torch.save({"weight": torch.zeros(5, 5)}, tmp_path / "big.pt")
     with pytest.raises(
         OkcError, match=r"head\.0\.weight is \(5, 5\) in .*big\.pt but \(3, 2\) in the model"
     ):
-        load_checkpoint(
+        merge_load_checkpoint(
             Net(),
             LoadCheckpoint(
                 base_ckpt_path=a, overridden_name2ckpt_path={"head.0": str(tmp_path / "big.pt")}
@@ -259,8 +259,10 @@ class NotATensor:
 def test_pickled_objects_are_refused_with_the_fix(tmp_path):
     torch.save({"state_dict": filled(1.0), "config": NotATensor()}, tmp_path / "lightning.ckpt")
     with pytest.raises(OkcError, match=r"base_ckpt_path: .*weights_only=True.*\['state_dict'\]"):
-        load_checkpoint(Net(), LoadCheckpoint(base_ckpt_path=str(tmp_path / "lightning.ckpt")))
+        merge_load_checkpoint(
+            Net(), LoadCheckpoint(base_ckpt_path=str(tmp_path / "lightning.ckpt"))
+        )
 
 
 def test_nothing_to_load_is_a_no_op():
-    assert load_checkpoint(Net(), LoadCheckpoint()) is None
+    assert merge_load_checkpoint(Net(), LoadCheckpoint()) is None

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from okc.engine.hooks import Callback
+from okc.engine.hooks import Callback, RunView
 from okc.errors import ConfigError
 from okc.registry import CALLBACKS
-
-if TYPE_CHECKING:
-    from okc.engine.loop import Loop
 
 
 @CALLBACKS.register
@@ -53,7 +50,7 @@ class EarlyStopping(Callback):
         lower_is_better = self.mode == "min"
         return (value <= threshold) if lower_is_better == good else (value >= threshold)
 
-    def on_epoch_end(self, loop: Loop, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: Mapping[str, float]) -> None:
         if self.monitor not in metrics:
             phase = self.monitor.split("/", 1)[0]
             ran = phase == "train" or any(k.startswith(f"{phase}/") for k in metrics)
@@ -66,30 +63,25 @@ class EarlyStopping(Callback):
             return
         value = float(metrics[self.monitor])
         if self.check_finite and not math.isfinite(value):
-            self._stop(loop, f"{self.monitor} is {value}")
+            self._stop(run, f"{self.monitor} is {value}")
         elif self._beyond(value, self.stopping_threshold, good=True):
-            self._stop(loop, f"{self.monitor}={value:.6g} reached {self.stopping_threshold}")
+            self._stop(run, f"{self.monitor}={value:.6g} reached {self.stopping_threshold}")
         elif self._beyond(value, self.divergence_threshold, good=False):
-            self._stop(
-                loop, f"{self.monitor}={value:.6g} diverged past {self.divergence_threshold}"
-            )
+            self._stop(run, f"{self.monitor}={value:.6g} diverged past {self.divergence_threshold}")
         elif self._improved(value):
             self.best, self.wait = value, 0
+            if self.verbose and run.is_main:
+                print(f"EarlyStopping: {self.monitor} improved to {value:.6g}")
         else:
             self.wait += 1
             if self.wait >= self.patience:
-                self._stop(loop, f"{self.monitor} did not improve for {self.wait} checks "
+                self._stop(run, f"{self.monitor} did not improve for {self.wait} checks "
                                  f"(best {self.best:.6g})")  # fmt: skip
 
-    def _stop(self, loop: Loop, reason: str) -> None:
-        min_epochs = loop.trainer.min_epochs or 0
-        if loop.epoch + 1 < min_epochs:
-            return
-        loop.should_stop = True
-        self.stopped_epoch = loop.epoch
-        self.reason = f"early stopping at epoch {loop.epoch}: {reason}"
-        if self.verbose or loop.env.is_main:
-            print(self.reason)
+    def _stop(self, run: RunView, reason: str) -> None:
+        message = f"early stopping at epoch {run.epoch}: {reason}"
+        if run.request_stop(message):  # not before trainer.min_epochs
+            self.stopped_epoch, self.reason = run.epoch, message
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait}

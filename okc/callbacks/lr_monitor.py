@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from okc.engine.hooks import Callback
+from okc.engine.hooks import Callback, RunView
 from okc.registry import CALLBACKS
-
-if TYPE_CHECKING:
-    from okc.engine.loop import Loop
 
 
 @CALLBACKS.register
@@ -28,16 +25,16 @@ class LearningRateMonitor(Callback):
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
 
-    def values(self, loop: Loop) -> dict[str, float]:
-        counts = Counter(type(p.optimizer).__name__ for p in loop.optimizers)
+    def values(self, run: RunView) -> dict[str, float]:
+        counts = Counter(type(opt).__name__ for opt in run.optimizers)
         seen: Counter[str] = Counter()
         out: dict[str, float] = {}
-        for pair in loop.optimizers:
-            name = type(pair.optimizer).__name__
+        for opt in run.optimizers:
+            name = type(opt).__name__
             if counts[name] > 1:
                 name = f"{name}-{seen[name]}"
-                seen[type(pair.optimizer).__name__] += 1
-            groups = pair.optimizer.param_groups
+                seen[type(opt).__name__] += 1
+            groups = opt.param_groups
             for i, group in enumerate(groups):
                 suffix = f"/pg{i + 1}" if len(groups) > 1 else ""
                 out[f"lr-{name}{suffix}"] = float(group["lr"])
@@ -49,10 +46,10 @@ class LearningRateMonitor(Callback):
                     out[f"lr-{name}-weight_decay{suffix}"] = float(group["weight_decay"])
         return out
 
-    def on_train_batch_end(self, loop: Loop, logs: Mapping[str, float] | None) -> None:
+    def on_train_batch_end(self, run: RunView, logs: Mapping[str, float] | None) -> None:
         if self.logging_interval == "step" or (self.logging_interval is None and logs):
-            loop.log(self.values(loop))
+            run.log(self.values(run))
 
-    def on_train_epoch_start(self, loop: Loop) -> None:
+    def on_train_epoch_start(self, run: RunView) -> None:
         if self.logging_interval == "epoch":
-            loop.log(self.values(loop))
+            run.log(self.values(run))

@@ -12,14 +12,11 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from okc.engine.hooks import Callback
+from okc.engine.hooks import Callback, RunView
 from okc.errors import ConfigError
 from okc.registry import CALLBACKS
-
-if TYPE_CHECKING:
-    from okc.engine.loop import Loop
 
 _FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
 
@@ -61,9 +58,9 @@ class ModelCheckpoint(Callback):
         self.last_model_path: Path | None = None
         self._restored_dirpath: Path | None = None
 
-    def setup(self, loop: Loop, stage: str) -> None:
+    def setup(self, run: RunView, stage: str) -> None:
         if self.dirpath is None:
-            self.dirpath = loop.run_dir / "checkpoints"
+            self.dirpath = run.run_dir / "checkpoints"
         if self._restored_dirpath is not None and self._restored_dirpath != self.dirpath:
             # A resumed run writing elsewhere keeps ranking from scratch: never delete the files
             # of the run it resumed (Lightning does the same).
@@ -72,41 +69,40 @@ class ModelCheckpoint(Callback):
 
     # --- when -------------------------------------------------------------------------------------
 
-    def on_train_batch_end(self, loop: Loop, logs: Mapping[str, float] | None) -> None:
+    def on_train_batch_end(self, run: RunView, logs: Mapping[str, float] | None) -> None:
         n = self.every_n_train_steps
-        if n and loop.global_step % n == 0:
-            self._save(loop, dict(loop.logged), due_top_k=self.monitor is None)
+        if n and run.global_step % n == 0:
+            self._save(run, dict(run.logged), due_top_k=self.monitor is None)
 
-    def on_epoch_end(self, loop: Loop, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: Mapping[str, float]) -> None:
         if self.every_n_train_steps and self.every_n_epochs == 1:
             # step-based saving replaces epoch saving, except for `last` (Lightning's rule)
-            self._save_last(loop)
+            self._save_last(run)
             return
-        if self.every_n_epochs and (loop.epoch + 1) % self.every_n_epochs == 0:
-            self._save(loop, metrics, due_top_k=True)
+        if self.every_n_epochs and (run.epoch + 1) % self.every_n_epochs == 0:
+            self._save(run, metrics, due_top_k=True)
 
-    def on_interrupt(self, loop: Loop) -> None:
-        path = self._path_for("last", loop, {})
-        loop.save_checkpoint(path)
+    def on_interrupt(self, run: RunView) -> None:
+        path = self._path_for("last", run, {})
+        run.save_checkpoint(path)
         self.last_model_path = path
-        loop.interrupt_checkpoint = path
 
     # --- what -------------------------------------------------------------------------------------
 
-    def _save(self, loop: Loop, metrics: Mapping[str, float], *, due_top_k: bool) -> None:
+    def _save(self, run: RunView, metrics: Mapping[str, float], *, due_top_k: bool) -> None:
         if due_top_k and self.save_top_k != 0:
-            score = self._score(loop, metrics)
+            score = self._score(run, metrics)
             if self.monitor is None or score is not None:
-                self._save_top_k(loop, metrics, score)
-        self._save_last(loop)
+                self._save_top_k(run, metrics, score)
+        self._save_last(run)
 
-    def _save_last(self, loop: Loop) -> None:
+    def _save_last(self, run: RunView) -> None:
         if self.save_last:
-            path = self._path_for("last", loop, {})
-            loop.save_checkpoint(path, weights_only=self.save_weights_only)
+            path = self._path_for("last", run, {})
+            run.save_checkpoint(path, weights_only=self.save_weights_only)
             self.last_model_path = path
 
-    def _score(self, loop: Loop, metrics: Mapping[str, float]) -> float | None:
+    def _score(self, run: RunView, metrics: Mapping[str, float]) -> float | None:
         if self.monitor is None:
             return None
         if self.monitor in metrics:
@@ -123,15 +119,15 @@ class ModelCheckpoint(Callback):
     def _better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
 
-    def _save_top_k(self, loop: Loop, metrics: Mapping[str, float], score: float | None) -> None:
-        path = self._path_for(self.filename, loop, metrics)
+    def _save_top_k(self, run: RunView, metrics: Mapping[str, float], score: float | None) -> None:
+        path = self._path_for(self.filename, run, metrics)
         if self.monitor is None or self.save_top_k == -1:
             if self.monitor is None and self.save_top_k == 1:
                 for old in list(self.best_k):
                     if old != str(path):
                         Path(old).unlink(missing_ok=True)
                 self.best_k.clear()
-            loop.save_checkpoint(path, weights_only=self.save_weights_only)
+            run.save_checkpoint(path, weights_only=self.save_weights_only)
             self.best_k[str(path)] = score if score is not None else math.nan
             self.best_model_path = path if score is None else self._best_path()
             return
@@ -145,7 +141,7 @@ class ModelCheckpoint(Callback):
             del self.best_k[worst]
             if worst != str(path):
                 Path(worst).unlink(missing_ok=True)
-        loop.save_checkpoint(path, weights_only=self.save_weights_only)
+        run.save_checkpoint(path, weights_only=self.save_weights_only)
         self.best_k[str(path)] = score
         self.best_model_path = self._best_path()
         if self.verbose:
@@ -157,12 +153,12 @@ class ModelCheckpoint(Callback):
     def _best_path(self) -> Path:
         return Path(min(self.best_k, key=lambda p: self.best_k[p] * self._sign()))
 
-    def _path_for(self, template: str | None, loop: Loop, metrics: Mapping[str, float]) -> Path:
+    def _path_for(self, template: str | None, run: RunView, metrics: Mapping[str, float]) -> Path:
         assert self.dirpath is not None, "setup() sets dirpath"
         if template == "last":
             return self.dirpath / "last.ckpt"
         template = template or "epoch={epoch}-step={step}"
-        values: dict[str, Any] = {"epoch": loop.epoch, "step": loop.global_step, **metrics}
+        values: dict[str, Any] = {"epoch": run.epoch, "step": run.global_step, **metrics}
 
         def fill(m: re.Match) -> str:
             key, fmt = m.group(1), m.group(2)

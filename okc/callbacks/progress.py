@@ -10,13 +10,10 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from okc.engine.hooks import Callback
+from okc.engine.hooks import Callback, RunView
 from okc.registry import CALLBACKS
-
-if TYPE_CHECKING:
-    from okc.engine.loop import Loop
 
 
 def _fmt(values: Mapping[str, float], keys: list[str] | None = None) -> str:
@@ -81,48 +78,48 @@ class ProgressBar(Callback):
 
     # --- hooks ------------------------------------------------------------------------------------
 
-    def _epochs(self, loop: Loop) -> str:
-        n = loop.limits.max_epochs
-        return f"epoch {loop.epoch + 1}/{n}" if n > 0 else f"epoch {loop.epoch + 1}"
+    def _epochs(self, run: RunView) -> str:
+        n = run.max_epochs
+        return f"epoch {run.epoch + 1}/{n}" if n > 0 else f"epoch {run.epoch + 1}"
 
-    def on_train_epoch_start(self, loop: Loop) -> None:
+    def on_train_epoch_start(self, run: RunView) -> None:
         self._t0 = self._tstep = time.monotonic()
-        self._step0 = loop.batch_idx
+        self._step0 = run.batch_idx
         if self.live:
-            self._bar(self._epochs(loop), loop.num_train_batches, loop.batch_idx)
+            self._bar(self._epochs(run), run.num_batches, run.batch_idx)
 
-    def on_train_batch_end(self, loop: Loop, logs: Mapping[str, float] | None) -> None:
-        done, total = loop.batch_idx, loop.num_train_batches
+    def on_train_batch_end(self, run: RunView, logs: Mapping[str, float] | None) -> None:
+        done, total = run.batch_idx, run.num_batches
         elapsed = time.monotonic() - self._t0
         rate = (done - self._step0) / elapsed if elapsed > 0 else 0.0
-        loss = loop.logged.get("train/loss_step")
+        loss = run.logged.get("train/loss_step")
         info = (f"loss {loss:.4g}  " if loss is not None else "") + f"{rate:.1f} it/s"
         if self.live:
             if done % self.refresh_rate == 0 or done == total:
                 self._advance(done, info)
         elif logs:
             eta = _eta((total - done) / rate) if rate else "?"
-            self._print(f"{self._epochs(loop)}  batch {done}/{total}  step {loop.global_step}  "
+            self._print(f"{self._epochs(run)}  batch {done}/{total}  step {run.global_step}  "
                         f"{info}  ETA {eta}")  # fmt: skip
 
-    def on_validation_start(self, loop: Loop) -> None:
+    def on_validation_start(self, run: RunView) -> None:
         if self.live:
-            self._bar("validating" if loop.stage == "fit" else loop.stage, 0)
+            self._bar("validating" if run.stage == "fit" else run.stage, 0)
 
-    def on_validation_batch_end(self, loop: Loop, batch_idx: int, num_batches: int) -> None:
+    def on_validation_batch_end(self, run: RunView, batch_idx: int, num_batches: int) -> None:
         if self.live and self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=num_batches, completed=batch_idx + 1)
 
-    def on_validation_end(self, loop: Loop, metrics: Mapping[str, float]) -> None:
+    def on_validation_end(self, run: RunView, metrics: Mapping[str, float]) -> None:
         if self.live and self._progress is not None and self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
 
-    def on_epoch_end(self, loop: Loop, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, run: RunView, metrics: Mapping[str, float]) -> None:
         took = time.monotonic() - self._t0
-        self._print(f"{self._epochs(loop)} done in {took:.1f}s  {_fmt(metrics)}")
+        self._print(f"{self._epochs(run)} done in {took:.1f}s  {_fmt(metrics)}")
 
-    def teardown(self, loop: Loop, stage: str) -> None:
+    def teardown(self, run: RunView, stage: str) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -8,6 +8,10 @@ are accepted: albumentations' ``height``/``width`` and Kornia's ``size``, ``inte
 ``resample``. Some mappings are approximate (noted in their docstrings): Kornia's ops are not
 pixel-identical to OpenCV's. Containers (Compose, OneOf, SomeOf, Sequential) take
 ``params.transforms``, a list of ``{name, params}``.
+
+Masks and boxes follow the geometric ops (``okc.data.ops``): every op here moves boxes or leaves
+them alone, except ``ElasticTransform`` (and Kornia's elastic, fisheye and thin-plate warps), which
+a dataset with boxes refuses when its pipeline is built.
 """
 
 from __future__ import annotations
@@ -815,10 +819,8 @@ def Solarize(*, threshold: float | Pair = 128, p: float = 0.5) -> nn.Module:
 
 def split_transform(built: Sequence[nn.Module]) -> tuple[list[nn.Module], list[nn.Module]]:
     """``transform`` ops run per sample on the CPU (size ops) and on the batch (the rest)."""
-    per_sample = [op for op in built if getattr(op, "per_sample", False)]
+    per_sample = [op for op in built if ops.runs_per_sample(op)]
     batched = [
-        op
-        for op in built
-        if not getattr(op, "per_sample", False) and not isinstance(op, ops.Identity)
+        op for op in built if not ops.runs_per_sample(op) and not isinstance(op, ops.Identity)
     ]
     return per_sample, batched

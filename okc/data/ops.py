@@ -1,13 +1,35 @@
 """Batch operations okc adds around Kornia: containers, size-fixing ops, normalization, noise.
 
-Every op maps ``(image, masks) -> (image, masks)``. On the device ``image`` is float (B,C,H,W) in
+Every op maps ``(image, masks) -> (image, masks)``, or with boxes
+``(image, masks, boxes) -> (image, masks, boxes)``. On the device ``image`` is float (B,C,H,W) in
 [0, 1] (normalized after ``Normalize``) and ``masks`` a list of float (B,1,H,W) label maps that
 geometric ops move with the image and photometric ops leave alone. Size ops (``per_sample = True``)
 also run on one uint8 (C,H,W) sample with int64 (1,H,W) masks on the CPU, before batching: that
 is what makes differently-sized images batchable.
 
+``boxes`` is a ``Boxes``: per image an (N_i, 4) xyxy tensor in pixels with its labels. Geometric
+ops move boxes exactly as they move the image (okc's size ops with torchvision's box kernels, the
+same kernels as the image; Kornia's flips, crops, affine and perspective warps with Kornia's own
+transform matrix), photometric ops leave them alone, and an op that cannot move boxes (elastic or
+fisheye warps, a user op without box support) raises an error when boxes are present rather than
+leaving them stale. After every geometric op the boxes are clipped to the image, and a box is
+dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
+or when the fraction of its area still inside the image is at most ``min_visibility``
+(albumentations' rule, which TorchOk's datasets configured; both default to 0).
+
 Random choices are made per sample, as albumentations does; containers apply a child to the
 samples that drew it (``index_select``; one host sync to learn how many did).
+
+What the pipeline asks of an augmentation op (the declared extension point): either a Kornia
+``AugmentationBase2D``/``ImageSequential`` (run through ``KorniaOps``), or a ``BatchOp`` with
+
+- ``apply(image, masks, boxes) -> (image, masks, boxes)``;
+- ``p``: its per-sample probability, which containers read as its weight;
+- ``per_sample``: True for deterministic, size-changing ops, which the pipeline runs on each
+  sample before batching (``transform`` only);
+- ``box_problem()``: why it cannot move boxes, or None.
+
+Any other module is called as ``(image, masks) -> (image, masks)`` and refused on boxes.
 """
 
 from __future__ import annotations
@@ -20,11 +42,127 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
+from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
 from okc.errors import OkcError
 
 Masks = list[torch.Tensor]
+
+
+class Boxes:
+    """Boxes riding through augmentation with their batch (see the module docstring).
+
+    ``boxes``: per image an (N_i, 4) float xyxy tensor in pixel-edge coordinates (a box over
+    pixel column 0 alone spans x 0..1); ``labels``: per image (N_i,); ``visible``: per box the
+    fraction of its area still inside the image (1 to start with).
+    """
+
+    def __init__(
+        self,
+        boxes: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+        *,
+        visible: Sequence[torch.Tensor] | None = None,
+        min_area: float = 0.0,
+        min_visibility: float = 0.0,
+    ) -> None:
+        if len(boxes) != len(labels):
+            raise OkcError(f"{len(boxes)} images of boxes but {len(labels)} of labels")
+        self.boxes = [b.reshape(-1, 4).float() for b in boxes]
+        self.labels = list(labels)
+        for b, lab in zip(self.boxes, self.labels, strict=True):
+            if lab.shape[0] != b.shape[0]:
+                raise OkcError(f"{b.shape[0]} boxes but {lab.shape[0]} labels in one image")
+        self.visible = (
+            [b.new_ones(b.shape[0]) for b in self.boxes] if visible is None else list(visible)
+        )
+        self.min_area, self.min_visibility = float(min_area), float(min_visibility)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def _like(self, boxes: list[torch.Tensor], labels: list[torch.Tensor],
+              visible: list[torch.Tensor]) -> Boxes:  # fmt: skip
+        return Boxes(boxes, labels, visible=visible, min_area=self.min_area,
+                     min_visibility=self.min_visibility)  # fmt: skip
+
+    def moved(self, boxes: Sequence[torch.Tensor], height: int, width: int) -> Boxes:
+        """These boxes after a geometric op gave ``boxes`` on a ``height`` x ``width`` image:
+        clipped, with the boxes (and labels) the module docstring's rule drops left out."""
+        out_boxes, out_labels, out_visible = [], [], []
+        for new, label, visible in zip(boxes, self.labels, self.visible, strict=True):
+            new = new.reshape(-1, 4).float()
+            full = _area(new)
+            clipped = torch.stack(
+                [new[:, 0].clamp(0, width), new[:, 1].clamp(0, height),
+                 new[:, 2].clamp(0, width), new[:, 3].clamp(0, height)], dim=1,
+            )  # fmt: skip
+            area = _area(clipped)
+            visible = visible * torch.where(full > 0, area / full.clamp(min=1e-12), 0.0)
+            keep = (area > self.min_area) & (area > 0) & (visible > self.min_visibility)
+            out_boxes.append(clipped[keep])
+            out_labels.append(label[keep.to(label.device)])
+            out_visible.append(visible[keep])
+        return self._like(out_boxes, out_labels, out_visible)
+
+    def select(self, index: torch.Tensor) -> Boxes:
+        """The boxes of the images ``index`` lists."""
+        keep = index.tolist()  # sync point: the subset was chosen on the device
+        return self._like(
+            [self.boxes[i] for i in keep], [self.labels[i] for i in keep],
+            [self.visible[i] for i in keep],
+        )  # fmt: skip
+
+    def scatter(self, index: torch.Tensor, sub: Boxes) -> Boxes:
+        """These boxes with the images ``index`` lists replaced by ``sub``'s."""
+        boxes, labels, visible = list(self.boxes), list(self.labels), list(self.visible)
+        for j, i in enumerate(index.tolist()):
+            boxes[i], labels[i], visible[i] = sub.boxes[j], sub.labels[j], sub.visible[j]
+        return self._like(boxes, labels, visible)
+
+
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+Out = tuple[torch.Tensor, Masks, "Boxes | None"]
+
+
+def run(op: nn.Module, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+    """``op`` on a batch: okc's ops and Kornia's through okc's contract; any other module is
+    called as ``(image, masks) -> (image, masks)`` and may not see boxes."""
+    if isinstance(op, BatchOp):
+        return op.apply(image, masks, boxes)
+    if is_kornia(op):
+        return KorniaOps([op]).apply(image, masks, boxes)
+    if boxes is not None:
+        raise OkcError(box_error(op))
+    image, masks = op(image, masks)
+    return image, masks, None
+
+
+def box_error(op: nn.Module) -> str:
+    return (
+        f"{type(op).__name__} cannot move bounding boxes with the image (only okc's size ops, "
+        "flips, crops and affine/perspective warps can); remove it from the augment/transform "
+        "of a dataset with boxes"
+    )
+
+
+def box_problem(op: nn.Module) -> str | None:
+    """Why ``op`` (or an op inside it) cannot run on a batch with boxes; None when it can."""
+    if isinstance(op, BatchOp):
+        return op.box_problem()
+    if isinstance(op, K.IntensityAugmentationBase2D | K.GeometricAugmentationBase2D):
+        return None
+    if isinstance(op, K.ImageSequential):
+        for child in op.children():
+            if not isinstance(child, K.IntensityAugmentationBase2D):
+                return box_error(child)
+        return None
+    return box_error(op)
+
 
 # albumentations/cv2 interpolation codes and names, to torchvision's modes for tensors.
 _INTERPOLATION = {
@@ -59,13 +197,30 @@ def kornia_resample(value: int | str) -> str:
 
 
 class BatchOp(nn.Module):
-    """An op of okc's own; ``p`` is its per-sample probability (containers read it as a weight)."""
+    """An op of okc's own; ``p`` is its per-sample probability (containers read it as a weight).
+
+    Subclasses implement ``apply(image, masks, boxes)``, which always returns three values;
+    ``forward`` returns ``(image, masks)`` when called without boxes.
+    """
 
     per_sample = False  # True: deterministic and size-changing; runs per sample before batching
     p = 1.0
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def forward(
+        self, image: torch.Tensor, masks: Masks, boxes: Boxes | None = None
+    ) -> tuple[torch.Tensor, Masks] | tuple[torch.Tensor, Masks, Boxes]:
+        image, masks, moved = self.apply(image, masks, boxes)
+        if boxes is None:
+            return image, masks
+        assert moved is not None
+        return image, masks, moved
+
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         raise NotImplementedError
+
+    def box_problem(self) -> str | None:
+        """Why this op cannot run with boxes (None: it moves them, or leaves them alone)."""
+        return None
 
 
 def is_kornia(op: nn.Module) -> bool:
@@ -73,17 +228,44 @@ def is_kornia(op: nn.Module) -> bool:
 
 
 class KorniaOps(BatchOp):
-    """Consecutive Kornia ops in one ``AugmentationSequential``: masks follow geometric ops."""
+    """Consecutive Kornia ops in one ``AugmentationSequential``: masks follow geometric ops.
+
+    With boxes each op runs in its own ``AugmentationSequential``, so that boxes are clipped
+    after every op (a crop then a shift must not bring a cut-off box back into view). Kornia's
+    transform matrices work on pixel centres at integer coordinates; boxes are in pixel-edge
+    coordinates, hence the half-pixel shift around each call.
+    """
 
     def __init__(self, ops: Sequence[nn.Module]) -> None:
         super().__init__()
         self.seq = K.AugmentationSequential(*ops)
+        self.singles = nn.ModuleList(K.AugmentationSequential(op) for op in ops)
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        if boxes is not None:
+            return self._with_boxes(image, masks, boxes)
         if not masks:
-            return self.seq(image), []
+            return self.seq(image), [], None
         out = self.seq(image, *masks, data_keys=["input"] + ["mask"] * len(masks))
-        return out[0], list(out[1:])
+        return out[0], list(out[1:]), None
+
+    def box_problem(self) -> str | None:
+        return next(filter(None, (box_problem(op) for op in self.seq.children())), None)
+
+    def _with_boxes(self, image: torch.Tensor, masks: Masks, boxes: Boxes) -> Out:
+        problem = self.box_problem()
+        if problem:
+            raise OkcError(problem)
+        for seq in self.singles:
+            if all(isinstance(op, K.IntensityAugmentationBase2D) for op in seq.children()):
+                image = seq(image)
+                continue
+            keys = ["input"] + ["mask"] * len(masks) + ["bbox_xyxy"]
+            out = seq(image, *masks, [b - 0.5 for b in boxes.boxes], data_keys=keys)
+            image, masks = out[0], list(out[1:-1])
+            moved = [b + 0.5 for b in out[-1]]
+            boxes = boxes.moved(moved, image.shape[-2], image.shape[-1])
+        return image, masks, boxes
 
 
 class Chain(BatchOp):
@@ -104,30 +286,43 @@ class Chain(BatchOp):
                 grouped.append(op)
         self.ops = nn.ModuleList(grouped)
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         for op in self.ops:
-            image, masks = op(image, masks)
-        return image, masks
+            image, masks, boxes = run(op, image, masks, boxes)
+        return image, masks, boxes
+
+    def box_problem(self) -> str | None:
+        return next(filter(None, (box_problem(op) for op in self.ops)), None)
 
 
 def _force(op: nn.Module) -> tuple[nn.Module, float]:
     """The op set to always apply, and the probability it had (a container's weight for it)."""
-    p = float(getattr(op, "p", 1.0))
+    if not isinstance(op, BatchOp | K.AugmentationBase2D):
+        return op, 1.0  # an op with no probability of its own always applies
+    p = float(op.p)
     op.p = 1.0
     return op, p
 
 
+def runs_per_sample(op: nn.Module) -> bool:
+    """Whether ``op`` is a size op the pipeline runs on each sample before batching."""
+    return isinstance(op, BatchOp) and op.per_sample
+
+
 def apply_to(
-    op: nn.Module, image: torch.Tensor, masks: Masks, chosen: torch.Tensor
-) -> tuple[torch.Tensor, Masks]:
+    op: nn.Module, image: torch.Tensor, masks: Masks, boxes: Boxes | None, chosen: torch.Tensor
+) -> Out:
     """Apply ``op`` to the samples where ``chosen`` (bool, B) is true."""
     index = chosen.nonzero().squeeze(1)  # sync point: the subset's size decides the shapes
     if index.numel() == 0:
-        return image, masks
+        return image, masks, boxes
     if index.numel() == image.shape[0]:
-        return op(image, masks)
-    sub_image, sub_masks = op(
-        image.index_select(0, index), [m.index_select(0, index) for m in masks]
+        return run(op, image, masks, boxes)
+    sub_image, sub_masks, sub_boxes = run(
+        op,
+        image.index_select(0, index),
+        [m.index_select(0, index) for m in masks],
+        None if boxes is None else boxes.select(index),
     )
     if sub_image.shape[1:] != image.shape[1:]:
         raise OkcError(
@@ -135,7 +330,10 @@ def apply_to(
             "set its p to 1, or move it out of OneOf/SomeOf"
         )
     image = image.index_copy(0, index, sub_image)
-    return image, [m.index_copy(0, index, s) for m, s in zip(masks, sub_masks, strict=True)]
+    masks = [m.index_copy(0, index, s) for m, s in zip(masks, sub_masks, strict=True)]
+    if boxes is not None and sub_boxes is not None:
+        boxes = boxes.scatter(index, sub_boxes)
+    return image, masks, boxes
 
 
 def _as_op(op: nn.Module) -> nn.Module:
@@ -157,13 +355,16 @@ class OneOf(BatchOp):
         )
         self.p = p
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch = image.shape[0]
         apply = torch.rand(batch, device=image.device) < self.p
         choice = torch.multinomial(self.weights.to(image.device), batch, replacement=True)
         for k, op in enumerate(self.children_):
-            image, masks = apply_to(op, image, masks, apply & (choice == k))
-        return image, masks
+            image, masks, boxes = apply_to(op, image, masks, boxes, apply & (choice == k))
+        return image, masks, boxes
+
+    def box_problem(self) -> str | None:
+        return next(filter(None, (box_problem(op) for op in self.children_)), None)
 
 
 class SomeOf(BatchOp):
@@ -178,7 +379,7 @@ class SomeOf(BatchOp):
         self.children_ = nn.ModuleList(_as_op(_force(op)[0]) for op in transforms)
         self.n, self.replace, self.p = n, replace, p
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch, count = image.shape[0], len(self.children_)
         apply = torch.rand(batch, device=image.device) < self.p
         if self.replace:
@@ -187,8 +388,11 @@ class SomeOf(BatchOp):
             picks = torch.rand(batch, count, device=image.device).argsort(1)[:, : self.n]
         chosen = F.one_hot(picks, count).amax(1).bool() & apply[:, None]
         for k, op in enumerate(self.children_):
-            image, masks = apply_to(op, image, masks, chosen[:, k])
-        return image, masks
+            image, masks, boxes = apply_to(op, image, masks, boxes, chosen[:, k])
+        return image, masks, boxes
+
+    def box_problem(self) -> str | None:
+        return next(filter(None, (box_problem(op) for op in self.children_)), None)
 
 
 class Compose(BatchOp):
@@ -199,19 +403,21 @@ class Compose(BatchOp):
         self.chain = Chain(transforms)
         self.p = p
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         if self.p >= 1.0:
-            return self.chain(image, masks)
-        return apply_to(
-            self.chain, image, masks, torch.rand(image.shape[0], device=image.device) < self.p
-        )
+            return self.chain.apply(image, masks, boxes)
+        chosen = torch.rand(image.shape[0], device=image.device) < self.p
+        return apply_to(self.chain, image, masks, boxes, chosen)
+
+    def box_problem(self) -> str | None:
+        return self.chain.box_problem()
 
 
 class Identity(BatchOp):
     """ToTensorV2, NoOp: okc's images are tensors already."""
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
-        return image, masks
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        return image, masks, boxes
 
 
 class Normalize(BatchOp):
@@ -231,15 +437,16 @@ class Normalize(BatchOp):
         self.register_buffer("scale", 255.0 / (max_pixel_value * std_t))
         self.register_buffer("shift", -mean_t / std_t)
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
-        return torch.addcmul(self.shift, image, self.scale), masks
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        return torch.addcmul(self.shift, image, self.scale), masks, boxes
 
 
 # --- size ops: per sample on the CPU in `transform`, batched elsewhere --------------------------
 
 
 class SizeOp(BatchOp):
-    """A deterministic op that changes the image size; masks get nearest-neighbour resampling."""
+    """A deterministic op that changes the image size; masks get nearest-neighbour resampling,
+    boxes the torchvision box kernel of the image's kernel."""
 
     per_sample = True
 
@@ -248,15 +455,34 @@ class SizeOp(BatchOp):
         if p != 1.0:
             raise ValueError(f"{type(self).__name__} changes the image size and must have p=1")
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         height, width = image.shape[-2:]
-        return self.image(image, height, width), [self.mask(m, height, width) for m in masks]
+        out = self.image(image, height, width)
+        masks = [self.mask(m, height, width) for m in masks]
+        if boxes is not None:
+            moved = [
+                self.box(_canvas(b, height, width)).as_subclass(torch.Tensor) for b in boxes.boxes
+            ]
+            boxes = boxes.moved(moved, out.shape[-2], out.shape[-1])
+        return out, masks, boxes
 
     def image(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         raise NotImplementedError
 
     def mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return self.image(mask, height, width)
+
+    def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+        """The boxes moved as ``image`` moves the pixels (unclipped; ``Boxes.moved`` clips)."""
+        raise NotImplementedError
+
+
+def _canvas(boxes: torch.Tensor, height: int, width: int) -> tv_tensors.BoundingBoxes:
+    """Boxes for torchvision's box kernels, which must not clamp: clipping is ``Boxes.moved``'s
+    job, and it needs the unclipped boxes for the visible fraction."""
+    return tv_tensors.BoundingBoxes(
+        boxes, format="XYXY", canvas_size=(height, width), clamping_mode=None
+    )
 
 
 class _Resizing(SizeOp):
@@ -281,6 +507,9 @@ class _Resizing(SizeOp):
         # Nearest on a float copy: label values survive, and int64 has no resize kernel.
         resized = TF.resize(mask.float(), size, interpolation=InterpolationMode.NEAREST)
         return resized.to(mask.dtype)
+
+    def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+        return TF.resize(boxes, list(self.target(*boxes.canvas_size)))
 
 
 class Resize(_Resizing):
@@ -338,6 +567,9 @@ class CenterCrop(SizeOp):
     def image(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return TF.center_crop(image, self.size)
 
+    def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+        return TF.center_crop(boxes, self.size)
+
 
 class Crop(SizeOp):
     """The box ``x_min:x_max, y_min:y_max`` (albumentations Crop)."""
@@ -346,10 +578,13 @@ class Crop(SizeOp):
         super().__init__(p)
         if x_max <= x_min or y_max <= y_min:
             raise ValueError("Crop needs x_min < x_max and y_min < y_max")
-        self.box = (y_min, x_min, y_max - y_min, x_max - x_min)
+        self.region = (y_min, x_min, y_max - y_min, x_max - x_min)
 
     def image(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return TF.crop(image, *self.box)
+        return TF.crop(image, *self.region)
+
+    def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+        return TF.crop(boxes, *self.region)
 
 
 class PadIfNeeded(SizeOp):
@@ -384,6 +619,9 @@ class PadIfNeeded(SizeOp):
     def mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return TF.pad(mask, self._padding(height, width), fill=self.mask_value)
 
+    def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+        return TF.pad(boxes, self._padding(*boxes.canvas_size))
+
 
 # --- photometric ops Kornia has no close match for ----------------------------------------------
 
@@ -395,9 +633,9 @@ class _Random(BatchOp):
         super().__init__()
         self.p = p
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         apply = torch.rand(image.shape[0], 1, 1, 1, device=image.device) < self.p
-        return torch.where(apply, self.change(image), image), masks
+        return torch.where(apply, self.change(image), image), masks, boxes
 
     def change(self, image: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -451,6 +689,7 @@ class CoarseDropout(BatchOp):
     """Fill random rectangles (per sample, between min and max holes and sizes).
 
     Sizes below 1 are fractions of the image side. ``mask_fill_value`` also cuts the masks.
+    Boxes keep their extent: a hole hides part of an object, it does not move it.
     """
 
     def __init__(
@@ -471,7 +710,7 @@ class CoarseDropout(BatchOp):
         self.widths = (min_width or max_width, max_width)
         self.fill_value, self.mask_fill_value, self.p = fill_value, mask_fill_value, p
 
-    def forward(self, image: torch.Tensor, masks: Masks) -> tuple[torch.Tensor, Masks]:
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch, _, height, width = image.shape
         device = image.device
         k = self.holes[1]
@@ -492,7 +731,7 @@ class CoarseDropout(BatchOp):
         image = image.masked_fill(cut, self.fill_value / 255)
         if self.mask_fill_value is not None:
             masks = [m.masked_fill(cut, self.mask_fill_value) for m in masks]
-        return image, masks
+        return image, masks, boxes
 
 
 def _pixels(

@@ -3,6 +3,10 @@
 ``DataPipeline`` iterates CPU batches (uint8 images, collated targets) from the threaded loader;
 ``to_device`` moves one to the device and runs augmentation (TRAIN only) and the batched part of
 ``transform``, eagerly (Kornia does not compile with fullgraph), ending with ``input_dtype``.
+
+Boxes (``bboxes`` with their ``label``, one tensor per image) follow the first image key through
+the per-sample size ops and the batched augment/transform (``okc.data.ops.Boxes``), with the
+dataset's ``min_area`` and ``min_visibility`` deciding which boxes the ops' cropping drops.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from okc.config.bind import build, resolve
 from okc.config.schema import DataItem, Phase
 from okc.data.augment import build_ops, split_transform
 from okc.data.collate import collate
+from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
-from okc.data.ops import Chain
+from okc.data.ops import Boxes, Chain, box_problem, run
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
 from okc.errors import ConfigError, ConfigErrors, OkcError
@@ -30,6 +35,29 @@ from okc.tree import map_tensors
 
 # Sample keys holding label maps: they follow geometric augmentations, nearest-neighbour.
 MASK_KEYS = ("mask", "instances")
+# Sample keys of boxes (N, 4) xyxy pixels and their labels (N,); they follow geometric ops.
+BOX_KEYS = ("bboxes", "label")
+
+
+def _boxes(spec: SampleSpec, values: dict[str, Any]) -> Boxes | None:
+    """The batch's (or a sample's, as one-image lists) boxes, or None when it has none."""
+    boxes, labels = values.get(BOX_KEYS[0]), values.get(BOX_KEYS[1])
+    if boxes is None:
+        return None
+    if isinstance(boxes, torch.Tensor):  # one sample
+        boxes, labels = [boxes], None if labels is None else [labels]
+    if labels is None:  # boxes of one kind: placeholders ride along and are not written back
+        labels = [torch.zeros(len(b), dtype=torch.long, device=b.device) for b in boxes]
+    return Boxes(boxes, labels, min_area=spec.min_area, min_visibility=spec.min_visibility)
+
+
+def _put_boxes(out: dict[str, Any], boxes: Boxes, like: dict[str, Any], one: bool) -> None:
+    """Write ``boxes`` back in the dtypes the dataset gave (a tensor per sample, or lists)."""
+    dtype = (like[BOX_KEYS[0]] if one else like[BOX_KEYS[0]][0]).dtype if boxes.boxes else None
+    values = [b.to(dtype) for b in boxes.boxes]
+    out[BOX_KEYS[0]] = values[0] if one else values
+    if BOX_KEYS[1] in like:
+        out[BOX_KEYS[1]] = boxes.labels[0] if one else boxes.labels
 
 
 def build_dataset(item: DataItem, *, path: str) -> Any:
@@ -62,9 +90,10 @@ class _BatchReader:
     def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
-        self.image_keys = image_keys(dataset)
-        self.ragged_keys = tuple(getattr(dataset, "ragged_keys", ()))
-        self.skip = bool(getattr(dataset, "skip_corrupt", False))
+        self.spec = spec = SampleSpec.of(dataset)
+        self.image_keys, self.ragged_keys, self.skip = (
+            spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
+        )  # fmt: skip
         self.num_skipped = 0
         self._lock = threading.Lock()
 
@@ -91,21 +120,20 @@ class _BatchReader:
         return sample
 
     def _resize(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """Size ops on each image; label maps follow the first image (ops want (C,H,W))."""
+        """Size ops on each image; label maps and boxes follow the first image (ops want
+        (C,H,W))."""
         out = dict(sample)
         for n, key in enumerate(self.image_keys):
             keys = [k for k in MASK_KEYS if k in sample] if n == 0 else []
+            boxes = _boxes(self.spec, sample) if n == 0 else None
             image, masks = sample[key], [sample[k][None] for k in keys]
             for op in self.per_sample:
-                image, masks = op(image, masks)
+                image, masks, boxes = run(op, image, masks, boxes)
             out[key] = image
             out.update({k: m[0] for k, m in zip(keys, masks, strict=True)})
+            if boxes is not None:
+                _put_boxes(out, boxes, sample, one=True)
         return out
-
-
-def image_keys(dataset: Any) -> tuple[str, ...]:
-    """The dataset's image keys (``ImageDataset.image_keys``; plain datasets hold ``image``)."""
-    return tuple(getattr(dataset, "image_keys", ("image",)))
 
 
 class DataPipeline:
@@ -127,7 +155,7 @@ class DataPipeline:
     ) -> None:
         self.dataset = dataset
         self.device = device
-        self.input_dtype: torch.dtype = getattr(dataset, "input_dtype", torch.float32)
+        self.input_dtype = reader.spec.input_dtype
         self._image_keys = reader.image_keys
         self._loader = loader
         self._reader = reader
@@ -146,6 +174,15 @@ class DataPipeline:
     @property
     def epoch(self) -> int:
         return self._loader.epoch
+
+    @property
+    def seed(self) -> int:
+        """The seed of the shuffle (and sampler) order; a resumed run sets its own back."""
+        return self._loader.order.seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._loader.order.seed = value
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next iteration reads (its shuffle order)."""
@@ -180,14 +217,17 @@ class DataPipeline:
         out = map_tensors(lambda t: t.to(self.device, non_blocking=True), batch)
         for n, key in enumerate(self._image_keys):
             keys = [k for k in MASK_KEYS if k in out] if n == 0 else []
+            boxes = _boxes(self._reader.spec, out) if n == 0 else None
             image = out[key].float().div_(255) if out[key].dtype == torch.uint8 else out[key]
             masks = [out[k][:, None].float() for k in keys]
             for stage in (self.augment, self.transform):
                 if stage is not None:
-                    image, masks = stage(image, masks)
+                    image, masks, boxes = run(stage, image, masks, boxes)
             out[key] = image.to(self.input_dtype)
             for k, mask in zip(keys, masks, strict=True):
                 out[k] = mask[:, 0].round().to(batch[k].dtype)
+            if boxes is not None:
+                _put_boxes(out, boxes, batch, one=False)
         return out
 
 
@@ -217,6 +257,9 @@ def build_pipeline(
         else []
     )
     dataset = build_dataset(item, path=path)
+    if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
+        _check_box_ops(transform, f"{path}.dataset.transform")
+        _check_box_ops(augment, f"{path}.dataset.augment")
     sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
@@ -254,6 +297,14 @@ def build_pipeline(
         transform=Chain(batched) if batched else None,
         device=device,
     )
+
+
+def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
+    """Refuse, before any batch is read, an op that cannot move the dataset's boxes."""
+    for i, op in enumerate(built):
+        problem = box_problem(op)
+        if problem:
+            raise ConfigError(f"{path}.{i}.name", problem)
 
 
 def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:

@@ -10,9 +10,8 @@ import attrs
 
 from okc.config.bind import build
 from okc.config.schema import Experiment, Phase, Trainer
-from okc.engine.hooks import Callback
 from okc.errors import ConfigError
-from okc.registry import CALLBACKS, TASKS
+from okc.registry import TASKS
 from okc.tasks.base import BaseTask
 
 # Lightning Trainer arguments TorchOk files may carry that okc accepts but does not act on.
@@ -39,34 +38,6 @@ def build_task(exp: Experiment) -> BaseTask:
     return build(
         TASKS, exp.task.name, exp.task.params, name_path="task.name", params_path="task.params"
     )
-
-
-def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
-    """The experiment's callbacks plus okc's defaults (checkpointing, progress display)."""
-    callbacks: list[Callback] = [
-        build(CALLBACKS, c.name, c.params, name_path=f"callbacks.{i}.name",
-              params_path=f"callbacks.{i}.params")
-        for i, c in enumerate(exp.callbacks)
-    ]  # fmt: skip
-    for i, cb in enumerate(callbacks):
-        cb.config_path = f"callbacks.{i}.params"
-    from okc.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-
-    trainer = exp.trainer
-    if trainer.fast_dev_run:
-        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-    elif stage == "fit" and trainer.enable_checkpointing is not False:
-        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            callbacks.append(ModelCheckpoint(save_last=True))
-    elif trainer.enable_checkpointing is False:
-        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-    if trainer.enable_progress_bar is not False and not any(
-        isinstance(c, ProgressBar) for c in callbacks
-    ):
-        callbacks.append(ProgressBar())
-    if stage != "fit":
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return callbacks
 
 
 @attrs.frozen

@@ -1,9 +1,20 @@
-"""Checkpoints: one dict, written atomically, read with ``weights_only=True``.
+"""Checkpoints: named Stateful parts, saved and restored by one Checkpointer.
 
-A full checkpoint holds everything ``resume_path`` needs to continue exactly where a run stopped:
-model weights, optimizers, schedulers, loss scaler, epoch / step / batch-in-epoch, the data
-pipeline's position, RNG states, callback states and the experiment as plain data. A
-weights-only checkpoint holds the model and the experiment.
+Everything a run needs to continue exactly (model, optimizers and schedulers, precision/scaler,
+the training data's position and seed, every RNG, the callbacks, the loop's progress) is an object
+with ``state_dict``/``load_state_dict``, registered once under a name. ``Checkpointer.save``
+writes ``{name: part.state_dict()}`` atomically; ``load_for_resume`` restores every part from
+the entry of the same name. Adding a part is one ``add`` call: there is no second hand-written
+dict to keep in step (torchtitan's Stateful + CheckpointManager).
+
+The file is one dict, read with ``torch.load(weights_only=True)``:
+``{"format": 2, "okc_version", "experiment", "weights_only", <part name>: <part state>, ...}``.
+A weights-only checkpoint holds the parts marked ``weights`` (the model and the progress).
+Format 1 files (okc 0.1's flat layout) are migrated on read.
+
+Names say what each entry point does: ``Checkpointer.save``, ``Checkpointer.load_for_resume``,
+``load_weights`` (a checkpoint's model into a model, for evaluation and export) and
+``okc.engine.weights.merge_load_checkpoint`` (``task.load_checkpoint``'s merge of several files).
 """
 
 from __future__ import annotations
@@ -11,29 +22,108 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
-from okc import __version__
 from okc.errors import OkcError
+from okc.version import __version__
 
-FORMAT = 1
+FORMAT = 2
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one."""
+@runtime_checkable
+class Stateful(Protocol):
+    """A part of a checkpoint: its state as plain data and tensors, and the way back."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Checkpointer:
+    """Saves and restores named Stateful parts.
+
+    Args:
+        meta: entries written beside the parts (the experiment as plain data), never restored.
+        is_main: whether this process writes files. Every rank builds the state, because some
+            parts' ``state_dict`` is a collective (FSDP2 gathers shards); only the main one writes.
+        barrier: called after writing, so no rank reads a file before it exists.
+    """
+
+    def __init__(
+        self,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        is_main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.parts: dict[str, Stateful] = {}
+        self.weights: set[str] = set()
+        self.meta = dict(meta or {})
+        self.is_main = is_main
+        self.barrier = barrier
+
+    def add(self, name: str, part: Stateful, *, weights: bool = False) -> None:
+        """Register ``part`` under ``name``; ``weights`` parts go into weights-only files too."""
+        assert name not in self.parts and name not in _RESERVED, f"checkpoint part {name!r} twice"
+        assert isinstance(part, Stateful), f"{name}: {type(part).__name__} is not Stateful"
+        self.parts[name] = part
+        if weights:
+            self.weights.add(name)
+
+    def state_dict(self, *, weights_only: bool = False) -> dict[str, Any]:
+        names = [n for n in self.parts if n in self.weights or not weights_only]
+        return {
+            "format": FORMAT,
+            "okc_version": __version__,
+            "weights_only": weights_only,
+            **self.meta,
+            **{name: self.parts[name].state_dict() for name in names},
+        }
+
+    def save(self, path: str | Path, *, weights_only: bool = False) -> Path:
+        """Write every part to ``path`` atomically (main process; the others return the path)."""
+        state = self.state_dict(weights_only=weights_only)
+        if self.is_main:
+            write_atomic(state, path)
+        self.barrier()
+        return Path(path)
+
+    def load_for_resume(self, path: str | Path) -> dict[str, Any]:
+        """Restore every part from the checkpoint at ``path``; returns the file's contents."""
+        state = read_checkpoint(path, what="resume_path")
+        if state.get("weights_only"):
+            raise OkcError(
+                f"{path}: a weights-only checkpoint (save_weights_only) cannot resume a run; "
+                "load its weights with task.load_checkpoint instead"
+            )
+        missing = [name for name in self.parts if name not in state]
+        if missing:
+            raise OkcError(f"{path}: cannot resume, the checkpoint has no {', '.join(missing)}")
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+        return state
+
+
+_RESERVED = {"format", "okc_version", "weights_only", "experiment"}
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def write_atomic(state: Mapping[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically: a crash leaves the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"okc_version": __version__, "format": FORMAT, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -46,8 +136,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint_file(path: str | Path, *, what: str = "checkpoint") -> dict[str, Any]:
-    """Read an okc checkpoint safely (no arbitrary unpickling), with errors naming the file."""
+def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> dict[str, Any]:
+    """An okc checkpoint read safely (no arbitrary unpickling), in the current format."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise OkcError(f"{what} not found: {path}")
@@ -57,79 +147,113 @@ def load_checkpoint_file(path: str | Path, *, what: str = "checkpoint") -> dict[
         raise OkcError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict) or "model" not in state:
         raise OkcError(f"{path}: not an okc checkpoint (no 'model' entry)")
-    return state
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from, as plain data + tensors (weights_only-loadable)."""
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": n["bit_generator"],
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_state_into(
-    model: torch.nn.Module,
-    state: dict[str, Any],
-    *,
-    source: str,
-    load: Callable[[torch.nn.Module, dict[str, Any]], None] | None = None,
-) -> None:
-    """Load a checkpoint's ``model`` entry, with a short message when it does not fit."""
-    try:
-        (load or _load_plain)(model, state["model"])
-    except RuntimeError as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:3]
-        raise OkcError(f"{source}: the weights do not fit this model: {' '.join(lines)}") from err
-
-
-def _load_plain(model: torch.nn.Module, weights: dict[str, Any]) -> None:
-    model.load_state_dict(weights)
-
-
-def load_model_weights(
-    model: torch.nn.Module, exp: Any, checkpoint: str | Path | None, *, stage: str
-) -> None:
-    """Weights for evaluation/export: ``checkpoint``, else ``resume_path``, else the experiment's
-    ``task.load_checkpoint``; with none of them, warn that the weights are untrained."""
-    source = checkpoint or exp.resume_path
-    if source is not None:
-        load_state_into(model, load_checkpoint_file(source), source=str(source))
-    elif exp.task.load_checkpoint is not None:
-        from okc.engine.weights import load_checkpoint
-
-        load_checkpoint(model, exp.task.load_checkpoint)
-    else:
-        warnings.warn(
-            f"no checkpoint given: {stage} uses freshly initialized weights "
-            "(pass --checkpoint or set resume_path)",
-            stacklevel=3,
+    version = state.get("format", 1)
+    if version == 1:
+        return _from_format_1(state)
+    if version != FORMAT:
+        raise OkcError(
+            f"{path}: checkpoint format {version} was written by a newer okc "
+            f"({state.get('okc_version', '?')}); this okc ({__version__}) reads format {FORMAT}"
         )
+    return state
+
+
+def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
+    """okc 0.1 wrote one flat dict; its entries map one to one onto today's parts."""
+    weights_only = "optimizers" not in old
+    state = {
+        "format": FORMAT,
+        "okc_version": old.get("okc_version"),
+        "weights_only": weights_only,
+        "experiment": old.get("experiment"),
+        "model": old["model"],
+        "progress": {
+            "epoch": old.get("epoch", 0),
+            "global_step": old.get("global_step", 0),
+            "batch_idx": old.get("batch_idx", 0),
+        },
+    }
+    if not weights_only:
+        state.update(
+            optimization={"optimizers": old["optimizers"], "schedulers": old["schedulers"]},
+            precision=old["precision"],
+            rng=old["rng"],
+            callbacks={"states": old["callbacks"]},
+            data={"seed": old["seed"], "position": old.get("data")},
+        )
+    return state
+
+
+# --- parts every run has --------------------------------------------------------------------------
+
+
+class RNGState:
+    """Every RNG a run draws from (Python, NumPy, torch, CUDA), as weights_only-loadable data."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state(legacy=False)
+        state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": {
+                "bit_generator": np_state["bit_generator"],
+                "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                "pos": int(np_state["state"]["pos"]),
+                "has_gauss": int(np_state["has_gauss"]),
+                "gauss": float(np_state["gauss"]),
+            },
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        n = state["numpy"]
+        np.random.set_state(
+            {
+                "bit_generator": n["bit_generator"],
+                "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                "has_gauss": n["has_gauss"],
+                "gauss": n["gauss"],
+            }
+        )
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ModelState:
+    """The model's weights; ``gather``/``scatter`` make whole tensors from shards and back."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        gather: Callable[[nn.Module], dict[str, Any]] | None = None,
+        scatter: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+        source: str = "checkpoint",
+    ) -> None:
+        self.model = model
+        self.gather = gather or (lambda m: m.state_dict())
+        self.scatter = scatter or (lambda m, s: m.load_state_dict(s))
+        self.source = source
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.gather(self.model)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.scatter(self.model, state)
+        except RuntimeError as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:3]
+            raise OkcError(
+                f"{self.source}: the weights do not fit this model: {' '.join(lines)}"
+            ) from err
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the model weights of the okc checkpoint at ``path`` into ``model``."""
+    state = read_checkpoint(path)
+    ModelState(model, source=str(path)).load_state_dict(state["model"])

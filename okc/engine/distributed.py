@@ -7,8 +7,10 @@ set up: NCCL on GPUs, gloo on CPUs. Everything that writes files or prints asks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -78,8 +80,19 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(module: nn.Module, env: DistEnv, *, strategy: str, sync_batchnorm: bool) -> nn.Module:
-    """The one place that decides data parallelism: DDP (default when distributed) or FSDP2."""
+def wrap(
+    module: nn.Module,
+    env: DistEnv,
+    *,
+    strategy: str,
+    sync_batchnorm: bool,
+    shard_units: Sequence[nn.Module] = (),
+) -> nn.Module:
+    """The one place that decides data parallelism: DDP (default when distributed) or FSDP2.
+
+    FSDP2 shards each of ``shard_units`` on its own (so only one unit's parameters are whole at a
+    time), then the rest of ``module``.
+    """
     if not env.distributed:
         if strategy in ("ddp", "fsdp"):
             warnings.warn(
@@ -92,11 +105,19 @@ def wrap(module: nn.Module, env: DistEnv, *, strategy: str, sync_batchnorm: bool
         from torch.distributed.fsdp import fully_shard
 
         mesh = dist.device_mesh.init_device_mesh(env.device.type, (env.world_size,))
-        for unit in getattr(module, "shard_units", list)():
+        for unit in shard_units:
             fully_shard(unit, mesh=mesh)
         return fully_shard(module, mesh=mesh)
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def gradient_sync(module: nn.Module, *, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """A context that skips DDP's gradient all-reduce when ``enabled`` is False (accumulation
+    steps before the optimizer step); a no-op for anything that is not DDP."""
+    if enabled or not isinstance(module, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return module.no_sync()
 
 
 def all_reduce_mean(values: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,12 +1,13 @@
 """The loop: fit, validate, test and predict, written to be read top to bottom.
 
-    loop = Loop(experiment, stage="fit")
-    result = loop.fit()
+    result = Loop(experiment, callbacks=[...]).fit()
 
-``fit`` is: restore (``resume_path``) → sanity validation → for each epoch: train batches (the
-compiled forward + loss, eager backward and optimizer step), then validation when due, epoch
-schedulers, callbacks (checkpoints, early stopping) → close. Host syncs happen only on logging
-steps, at epoch ends and when saving; each is marked ``# sync point``.
+``fit`` is: build the training objects → restore (``resume_path``) → sanity validation → for each
+epoch: train batches (``_train_step``: the compiled forward + loss, eager backward and optimizer
+step), validation when due, epoch schedulers, callbacks (checkpoints, early stopping) → close.
+Host syncs happen only on logging steps, at epoch ends and when saving; each is marked
+``# sync point``. The loop's callbacks come from the caller (``okc.api`` adds okc's defaults), and
+they see the run through a ``RunView`` (``okc.engine.hooks``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +25,24 @@ import attrs
 import torch
 from torch import Tensor
 
-from okc.check import import_user_modules
+from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment, Phase
+from okc.data import build_pipeline
 from okc.engine import distributed
-from okc.engine.build import batch_limit, build_callbacks, build_task, limits, warn_unsupported
-from okc.engine.checkpoint import (
-    load_checkpoint_file,
-    load_model_weights,
-    load_state_into,
-    restore_rng_state,
-    rng_state,
-)
-from okc.engine.checkpoint import save_checkpoint as write_checkpoint
+from okc.engine.build import batch_limit, build_task, limits, warn_unsupported
+from okc.engine.checkpoint import Checkpointer, ModelState, RNGState
 from okc.engine.guard import NonFiniteGuard
+from okc.engine.hooks import Callback, RunView
 from okc.engine.precision import Precision
 from okc.engine.seed import choose_seed, seed_everything
-from okc.engine.step import TrainingModule, maybe_compile
+from okc.engine.state import CallbackStates, OptimizationState, Progress, TrainDataState
+from okc.engine.step import TrainingModule, maybe_compile, shard_units
+from okc.engine.weights import load_evaluation_weights, merge_load_checkpoint
 from okc.errors import ConfigError, OkcError
 from okc.loggers import build_run_logger, make_run_dir
+from okc.losses import build_joint_loss
+from okc.metrics import MetricsManager
+from okc.optim import build_optimization, step_schedulers
 from okc.tree import map_tensors
 
 NONFINITE_HINT = (
@@ -60,15 +61,35 @@ class FitResult:
     metrics: dict[str, float]
     epochs: int
     global_step: int
-    best_checkpoint: Path | None
-    last_checkpoint: Path | None
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+
+
+class EpochLosses:
+    """Running sums of the step losses on the device (no sync per step) and the last values."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.last: Mapping[str, Tensor] = {}
+
+    def add(self, values: Mapping[str, Tensor]) -> None:
+        for key, value in values.items():
+            v = value.detach().float()
+            self.sums[key] = self.sums[key] + v if key in self.sums else v
+        self.count += 1
+        self.last = values
+
+    def means(self, prefix: str) -> dict[str, Tensor]:
+        return {f"{prefix}/{k}": v / max(self.count, 1) for k, v in self.sums.items()}
 
 
 class Loop:
-    """Owns the run's objects and position (``epoch``, ``global_step``, ``batch_idx``)."""
+    """Owns one run: its objects, its position (``progress``) and its callbacks."""
 
-    def __init__(self, exp: Experiment, *, stage: str = "fit") -> None:
-        self.exp, self.stage, self.trainer = exp, stage, exp.trainer
+    def __init__(self, exp: Experiment, *, callbacks: Sequence[Callback] = ()) -> None:
+        self.exp, self.trainer = exp, exp.trainer
+        self.stage = "fit"  # each entry point (fit, validate, test, predict) sets its own
         warn_unsupported(exp.trainer)
         import_user_modules(exp)
         self.env = distributed.setup(exp.trainer)
@@ -84,15 +105,34 @@ class Loop:
         self.precision.convert_module(self.task)
         self.run_dir = self._make_run_dir()
         self.logger = build_run_logger(exp, self.run_dir) if self.env.is_main else None
-        self.callbacks = build_callbacks(exp, stage)
-        self.optimizers: list[Any] = []
-        self.epoch = self.global_step = self.batch_idx = 0
-        self.epoch_done = False
-        self.should_stop = False
+        self.callbacks = list(callbacks)
+        self.run = RunView(self)
+        self.progress = Progress()
         self.logged: dict[str, float] = {}  # latest value of every logged key
+        self.stop_reason: str | None = None
+        self.last_saved: Path | None = None
+        # built by fit (validate/test/predict build only an evaluation module)
+        self.optimizers: list[Any] = []
         self.train_data: Any = None
+        self.train_module: torch.nn.Module | None = None
+        self.eval_module: torch.nn.Module | None = None
+        self._ddp_module: torch.nn.Module | None = None
         self.num_train_batches = 0
-        self.interrupt_checkpoint: Path | None = None  # set by a callback that saved on Ctrl-C
+        self.epoch_losses = EpochLosses()
+        self.checkpointer = Checkpointer(
+            meta={"experiment": exp.to_dict()},
+            is_main=self.env.is_main,
+            barrier=distributed.barrier,
+        )
+        model_state = ModelState(
+            self.task.model, gather=distributed.full_state_dict,
+            scatter=distributed.load_full_state_dict,
+        )  # fmt: skip
+        self.checkpointer.add("model", model_state, weights=True)
+        self.checkpointer.add("progress", self.progress, weights=True)
+        self.checkpointer.add("precision", self.precision)
+        self.checkpointer.add("rng", RNGState())
+        self.checkpointer.add("callbacks", CallbackStates(self.callbacks))
         self._interrupt = threading.Event()
         self._guard = NonFiniteGuard(self.device)
         self._start = time.monotonic()
@@ -102,16 +142,12 @@ class Loop:
     def _build_losses(self) -> Any:
         if self.exp.joint_loss is None:
             return None
-        from okc.losses import build_joint_loss
-
         joint = build_joint_loss(self.exp.joint_loss)
         if self.task.output_keys:
             joint.check_outputs(self.task.output_keys)
         return joint
 
-    def _build_metrics(self) -> Any:
-        from okc.metrics import MetricsManager
-
+    def _build_metrics(self) -> MetricsManager:
         manager = MetricsManager(self.exp.metrics).to(self.device)
         if self.task.output_keys:
             for phase in Phase:
@@ -123,8 +159,6 @@ class Loop:
         return Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
 
     def _pipelines(self, phase: Phase) -> list[Any]:
-        from okc.data import build_pipeline
-
         return [
             build_pipeline(
                 item, phase=phase, path=f"data.{phase.name}.{i}", seed=self.seed,
@@ -133,108 +167,8 @@ class Loop:
             for i, item in enumerate(self.exp.data[phase])
         ]  # fmt: skip
 
-    def _training_module(self) -> torch.nn.Module:
-        """Data parallelism first, then compile (torch.compile(DDP(m)) is DDP's supported way)."""
-        module = TrainingModule(self.task, self.task.losses)
-        module = distributed.wrap(
-            module, self.env, strategy=self.trainer.strategy,
-            sync_batchnorm=self.trainer.sync_batchnorm,
-        )  # fmt: skip
-        return maybe_compile(module, setting=self.trainer.compile, device=self.device)
-
-    def _eval_module(self) -> torch.nn.Module:
-        module = TrainingModule(self.task, self.task.losses)
-        return maybe_compile(module, setting=self.trainer.compile, device=self.device)
-
-    # --- hooks, logging ---------------------------------------------------------------------------
-
-    def call(self, hook: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            if self.env.is_main or not cb.main_process_only:
-                getattr(cb, hook)(self, *args)
-
-    def log(self, metrics: Mapping[str, float | Tensor]) -> dict[str, float]:
-        """Record values under the current step (tensors are read here: a sync point)."""
-        values = {k: float(v) for k, v in metrics.items()}  # sync point
-        self.logged.update(values)
-        if self.logger is not None:
-            self.logger.log(values, step=self.global_step, epoch=self.epoch)
-        return values
-
-    # --- checkpoints ------------------------------------------------------------------------------
-
-    def state_dict(self, *, weights_only: bool = False) -> dict[str, Any]:
-        """The checkpoint of the run as it stands (see ``okc.engine.checkpoint``)."""
-        self._guard.check(hint=NONFINITE_HINT)  # never save weights a NaN already reached
-        state: dict[str, Any] = {
-            "model": distributed.full_state_dict(self.task.model),
-            "experiment": self.exp.to_dict(),
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-        }
-        if weights_only:
-            return state
-        mid_epoch = not self.epoch_done and self.batch_idx > 0
-        state.update(
-            epoch=self.epoch if not self.epoch_done else self.epoch + 1,
-            batch_idx=self.batch_idx if mid_epoch else 0,
-            data=self.train_data.state_dict() if mid_epoch and self.train_data else None,
-            optimizers=[
-                distributed.full_optimizer_state(self.task.model, p.optimizer)
-                for p in self.optimizers
-            ],
-            schedulers=[p.scheduler.state_dict() if p.scheduler else None for p in self.optimizers],
-            precision=self.precision.state_dict(),
-            rng=rng_state(),
-            seed=self.seed,
-            callbacks=[cb.state_dict() for cb in self.callbacks],
-        )
-        return state
-
-    def save_checkpoint(self, path: str | Path, *, weights_only: bool = False) -> Path:
-        """Write the checkpoint atomically (main process only; others return the path)."""
-        state = self.state_dict(weights_only=weights_only)
-        if self.env.is_main:
-            write_checkpoint(state, path)
-        distributed.barrier()
-        return Path(path)
-
-    def _restore(self, path: str | Path, state: dict[str, Any]) -> None:
-        """Continue exactly where the checkpoint ``state`` (read from ``path``) stopped."""
-        load_state_into(
-            self.task.model, state, source=str(path), load=distributed.load_full_state_dict
-        )
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise OkcError(
-                f"{path}: saved with {len(state['optimizers'])} optimizers, "
-                f"the experiment has {len(self.optimizers)}"
-            )
-        for pair, opt, sch in zip(
-            self.optimizers, state["optimizers"], state["schedulers"], strict=True
-        ):
-            distributed.load_full_optimizer_state(self.task.model, pair.optimizer, opt)
-            if pair.scheduler is not None and sch is not None:
-                pair.scheduler.load_state_dict(sch)
-        self.precision.load_state_dict(state["precision"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"], strict=False):
-            cb.load_state_dict(cb_state)
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.batch_idx = state["batch_idx"]
-        if state.get("data") is not None:
-            self.train_data.load_state_dict(state["data"])
-        restore_rng_state(state["rng"])
-
-    def load_weights(self, checkpoint: str | Path | None) -> None:
-        load_model_weights(self.task.model, self.exp, checkpoint, stage=self.stage)
-
-    def _apply_load_checkpoint(self) -> None:
-        from okc.engine.weights import load_checkpoint
-
-        load_checkpoint(self.task.model, self.exp.task.load_checkpoint)
-
-    # --- fit --------------------------------------------------------------------------------------
-
-    def fit(self) -> FitResult:
+    def _setup_fit(self) -> list[Any]:
+        """The training objects, registered with the checkpointer; returns the VALID pipelines."""
         train_items = self.exp.data.TRAIN
         if len(train_items) != 1:
             raise ConfigError("data.TRAIN", f"fit trains on one dataset, found {len(train_items)}")
@@ -242,174 +176,189 @@ class Loop:
             raise ConfigError("joint_loss", "fit needs a joint_loss section with at least one loss")
         if not self.exp.optimization:
             raise ConfigError("optimization", "fit needs at least one optimizer")
-        from okc.optim import build_optimization
-
-        resume = None
-        if self.exp.resume_path:
-            resume = load_checkpoint_file(self.exp.resume_path, what="resume_path")
-            if "seed" not in resume:
-                raise OkcError(f"{self.exp.resume_path}: a weights-only checkpoint cannot resume")
-            self.seed = resume["seed"]  # the data order of the run being resumed
-        elif self.exp.task.load_checkpoint is not None:
-            self._apply_load_checkpoint()  # before sharding: it reads whole tensors
+        if self.exp.task.load_checkpoint is not None and not self.exp.resume_path:
+            merge_load_checkpoint(self.task.model, self.exp.task.load_checkpoint)  # whole tensors
         (self.train_data,) = self._pipelines(Phase.TRAIN)
-        valid = self._pipelines(Phase.VALID)
-        # Wrap first: FSDP2 replaces parameters, so optimizers are built on what it leaves.
-        self.train_module = self._training_module()
-        self.eval_module = self._eval_module()
+        # Data parallelism first, then compile (torch.compile(DDP(m)) is DDP's supported way).
+        # FSDP2 replaces parameters, so the optimizers are built on what it leaves.
+        self._ddp_module = distributed.wrap(
+            TrainingModule(self.task, self.task.losses), self.env,
+            strategy=self.trainer.strategy, sync_batchnorm=self.trainer.sync_batchnorm,
+            shard_units=shard_units(self.task.model),
+        )  # fmt: skip
+        self.train_module = self._compiled(self._ddp_module)
+        self.eval_module = self._compiled(TrainingModule(self.task, self.task.losses))
         self.optimizers = build_optimization(self.exp.optimization, self.task.model)
-        if resume is not None:
-            self._restore(self.exp.resume_path, resume)
-        return self._run("fit", lambda: self._fit(valid))
+        source = str(self.exp.resume_path or "checkpoint")
+        self.checkpointer.add("optimization", OptimizationState(self.task.model, self.optimizers,
+                                                                source=source))  # fmt: skip
+        self.checkpointer.add("data", TrainDataState(self.train_data, self.progress))
+        return self._pipelines(Phase.VALID)
 
-    def _run(self, stage: str, body: Any) -> Any:
-        self.call("setup", stage)
-        try:
-            with self._signals() if stage == "fit" else contextlib.nullcontext():
-                return body()
-        except Interrupted:
-            raise
-        except BaseException as err:
-            self.call("on_exception", err)
-            raise
-        finally:
-            self.call("teardown", stage)
-            if self.logger is not None:
-                self.logger.close()
-            distributed.teardown()
+    def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        return maybe_compile(module, setting=self.trainer.compile, device=self.device)
+
+    # --- callbacks, logging, checkpoints ----------------------------------------------------------
+
+    def call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            if self.env.is_main or not cb.main_process_only:
+                getattr(cb, hook)(self.run, *args)
+
+    def log(self, metrics: Mapping[str, float | Tensor]) -> dict[str, float]:
+        """Record values under the current step (tensors are read here: a sync point)."""
+        values = {k: float(v) for k, v in metrics.items()}  # sync point
+        self.logged.update(values)
+        if self.logger is not None:
+            self.logger.log(values, step=self.progress.global_step, epoch=self.progress.epoch)
+        return values
+
+    def save_checkpoint(self, path: str | Path, *, weights_only: bool = False) -> Path:
+        """Write the run as it stands (never weights a NaN already reached)."""
+        self._guard.check(hint=NONFINITE_HINT)
+        self.last_saved = self.checkpointer.save(path, weights_only=weights_only)
+        return self.last_saved
+
+    def request_stop(self, reason: str) -> bool:
+        """Stop fit at the end of this epoch; refused (False) before ``trainer.min_epochs``."""
+        if self.progress.epoch + 1 < (self.trainer.min_epochs or 0):
+            return False
+        self.stop_reason = reason
+        if self.env.is_main:
+            print(reason)
+        return True
+
+    def request_interrupt(self) -> None:
+        """What Ctrl-C does, for callers that run the loop in a thread or a test."""
+        self._interrupt.set()
+
+    def elapsed(self) -> float:
+        """Seconds since the loop was built."""
+        return time.monotonic() - self._start
+
+    # --- fit --------------------------------------------------------------------------------------
+
+    def fit(self) -> FitResult:
+        self.stage = "fit"
+        valid = self._setup_fit()
+        if self.exp.resume_path:
+            self.checkpointer.load_for_resume(self.exp.resume_path)
+        return self._run(lambda: self._fit(valid))
 
     def _fit(self, valid: list[Any]) -> FitResult:
         self.call("on_fit_start")
-        if self.global_step == 0 and self.batch_idx == 0 and valid and self.limits.sanity_steps:
+        progress = self.progress
+        fresh = progress.global_step == 0 and progress.batch_idx == 0
+        if fresh and valid and self.limits.sanity_steps:
             self._evaluate(Phase.VALID, valid, max_batches=self.limits.sanity_steps, log=False)
         while not self._done():
             self._train_epoch()
-            if self.should_stop and not self.epoch_done:
+            if self.stop_reason is not None and not progress.epoch_done:
                 break
             metrics = self._finish_epoch(valid)
             self.call("on_epoch_end", metrics)
-            self.epoch += 1
-            self.batch_idx = 0
-            self.epoch_done = False
+            progress.next_epoch()
         self._guard.check(hint=NONFINITE_HINT)
         self.call("on_fit_end")
-        return self._result()
+        return FitResult(self.run_dir, dict(self.logged), progress.epoch, progress.global_step)
 
     def _done(self) -> bool:
-        lim = self.limits
+        lim, progress = self.limits, self.progress
         return (
-            self.should_stop
-            or (lim.max_epochs >= 0 and self.epoch >= lim.max_epochs)
-            or (lim.max_steps >= 0 and self.global_step >= lim.max_steps)
+            self.stop_reason is not None
+            or (lim.max_epochs >= 0 and progress.epoch >= lim.max_epochs)
+            or (lim.max_steps >= 0 and progress.global_step >= lim.max_steps)
             or (lim.max_seconds is not None and self.elapsed() >= lim.max_seconds)
         )
 
     def _train_epoch(self) -> None:
         self.task.train()
-        data = self.train_data
-        if self.batch_idx == 0:
-            data.set_epoch(self.epoch)
+        data, progress = self.train_data, self.progress
+        if progress.batch_idx == 0:
+            data.set_epoch(progress.epoch)
         self.num_train_batches = batch_limit(self.limits.batches[Phase.TRAIN], len(data))
         accumulate = self.trainer.accumulate_grad_batches
-        self._sums: dict[str, Tensor] = {}
-        self._count = 0
-        self._last: Mapping[str, Tensor] = {}
+        self.epoch_losses = EpochLosses()
         self.call("on_train_epoch_start")
-        for batch in self._take(data, self.num_train_batches - self.batch_idx):
-            last = self.batch_idx + 1 == self.num_train_batches
-            boundary = (self.batch_idx + 1) % accumulate == 0 or last
-            self._train_batch(self._to_device(data, batch), boundary=boundary)
-            self.batch_idx += 1
+        for batch in _take(data, self.num_train_batches - progress.batch_idx):
+            last = progress.batch_idx + 1 == self.num_train_batches
+            boundary = (progress.batch_idx + 1) % accumulate == 0 or last
+            self._train_step(self._to_device(data, batch), boundary=boundary)
+            progress.batch_idx += 1
             if boundary:
-                self.global_step += 1
-                logs = self._log_step() if self.global_step % self.limits.log_every == 0 else None
+                progress.global_step += 1
+                logs = (
+                    self._log_step() if progress.global_step % self.limits.log_every == 0 else None
+                )
                 self._step_schedulers("step")
                 self.call("on_train_batch_end", logs)
                 if self._interrupt.is_set():
                     self._stop_interrupted()
-                if self.should_stop or self._done():
+                if self.stop_reason is not None or self._done():
                     break
-        self.epoch_done = self.batch_idx >= self.num_train_batches
+        progress.epoch_done = progress.batch_idx >= self.num_train_batches
         self.call("on_train_epoch_end")
 
-    def _to_device(self, data: Any, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def _train_step(self, batch: Mapping[str, Any], *, boundary: bool) -> None:
+        """One batch: forward + loss (compiled), backward; on an accumulation boundary, the
+        optimizer step (unscale, clip, step, scaler update, zero_grad)."""
+        accumulate = self.trainer.accumulate_grad_batches
+        assert self.train_module is not None and self._ddp_module is not None
+        with distributed.gradient_sync(self._ddp_module, enabled=boundary):
+            with self.precision.forward_context():
+                total, parts, outputs = self.train_module(batch)
+            if self.trainer.on_nonfinite_loss == "skip" and not self._guard.is_finite(total):
+                warnings.warn(f"skipped a batch with a non-finite loss at step "
+                              f"{self.progress.global_step}", stacklevel=2)  # fmt: skip
+                return
+            self._guard.observe(self.progress.global_step, total, parts)
+            self.precision.backward(total / accumulate if accumulate > 1 else total)
+        if boundary:
+            for pair in self.optimizers:
+                self.precision.unscale(pair.optimizer)
+            self._clip_gradients()
+            for pair in self.optimizers:
+                self.precision.optimizer_step(pair.optimizer)
+            self.precision.update()
+            for pair in self.optimizers:
+                pair.optimizer.zero_grad(set_to_none=True)
+        self.epoch_losses.add({"loss": total, **parts})
+        self.metrics.update(Phase.TRAIN, outputs)
+
+    def _clip_gradients(self) -> None:
+        clip = self.trainer.gradient_clip_val
+        if not clip:
+            return
+        params = [p for pair in self.optimizers for g in pair.optimizer.param_groups
+                  for p in g["params"] if p.grad is not None]  # fmt: skip
+        if self.trainer.gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+
+    def _to_device(self, data: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Device transfer + on-device augment/transform, then the precision's input dtype."""
         return map_tensors(self.precision.convert_input, data.to_device(batch))
 
-    def _take(self, data: Any, n: int) -> Iterator[Any]:
-        if n <= 0:
-            return
-        for i, batch in enumerate(data):
-            yield batch
-            if i + 1 >= n:
-                return
-
-    def _train_batch(self, batch: Mapping[str, Tensor], *, boundary: bool) -> None:
-        skip = self.trainer.on_nonfinite_loss == "skip"
-        sync = contextlib.nullcontext()
-        if not boundary and hasattr(self.train_module, "no_sync"):
-            sync = self.train_module.no_sync()  # DDP: reduce gradients once per optimizer step
-        with sync:
-            with self.precision.forward_context():
-                total, parts, outputs = self.train_module(batch)
-            if skip and not self._guard.is_finite(total):
-                warnings.warn(f"skipped a batch with a non-finite loss at step {self.global_step}",
-                              stacklevel=2)  # fmt: skip
-                return
-            self._guard.observe(self.global_step, total, parts)
-            accumulate = self.trainer.accumulate_grad_batches
-            self.precision.backward(total / accumulate if accumulate > 1 else total)
-        if boundary:
-            self._optimizer_step()
-        self._accumulate({"loss": total, **parts})
-        self.metrics.update(Phase.TRAIN, outputs)
-
-    def _accumulate(self, values: Mapping[str, Tensor]) -> None:
-        for key, value in values.items():
-            v = value.detach().float()
-            self._sums[key] = self._sums[key] + v if key in self._sums else v
-        self._count += 1
-        self._last = values
-
-    def _optimizer_step(self) -> None:
-        for pair in self.optimizers:
-            self.precision.unscale(pair.optimizer)
-        clip = self.trainer.gradient_clip_val
-        if clip:
-            params = [p for pair in self.optimizers for g in pair.optimizer.param_groups
-                      for p in g["params"] if p.grad is not None]  # fmt: skip
-            if self.trainer.gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-        for pair in self.optimizers:
-            self.precision.optimizer_step(pair.optimizer)
-        self.precision.update()
-        for pair in self.optimizers:
-            pair.optimizer.zero_grad(set_to_none=True)
-
     def _step_schedulers(self, interval: str, metrics: Mapping[str, float] | None = None) -> None:
-        from okc.optim import step_schedulers
-
-        index = self.global_step if interval == "step" else self.epoch + 1
-        logged = dict(metrics or self.logged)
-        step_schedulers(self.optimizers, interval, index=index, metrics=logged)
+        progress = self.progress
+        index = progress.global_step if interval == "step" else progress.epoch + 1
+        step_schedulers(
+            self.optimizers, interval, index=index, metrics=dict(metrics or self.logged)
+        )
 
     def _log_step(self) -> dict[str, float] | None:
         self._guard.check(hint=NONFINITE_HINT)
-        if not self._last:
-            return None
-        values = {f"train/{k}_step": v.detach() for k, v in self._last.items()}
-        return self.log(values)
+        last = self.epoch_losses.last
+        return self.log({f"train/{k}_step": v.detach() for k, v in last.items()}) if last else None
 
     def _finish_epoch(self, valid: list[Any]) -> dict[str, float]:
         """Epoch-level logs: train means and metrics, validation when due, epoch schedulers."""
         self._guard.check(hint=NONFINITE_HINT)
-        means = {f"train/{k}": v / max(self._count, 1) for k, v in self._sums.items()}
-        metrics = self.log({**distributed.all_reduce_mean(means),
-                            **self.metrics.on_epoch_end(Phase.TRAIN)})  # fmt: skip
+        means = distributed.all_reduce_mean(self.epoch_losses.means("train"))
+        metrics = self.log({**means, **self.metrics.on_epoch_end(Phase.TRAIN)})
         every = self.trainer.check_val_every_n_epoch or 1
-        if valid and (self.epoch + 1) % every == 0:
+        if valid and (self.progress.epoch + 1) % every == 0:
             metrics.update(self._evaluate(Phase.VALID, valid))
         self._step_schedulers("epoch", metrics)
         return metrics
@@ -421,94 +370,101 @@ class Loop:
         log: bool = True,
     ) -> dict[str, float]:  # fmt: skip
         """Run ``phase`` on every loader; metrics and (optionally) losses, logged per phase."""
-        module = getattr(self, "eval_module", None)
-        if module is None:
-            module = self._eval_module()
         with_loss = self.task.losses is not None and (
             phase is not Phase.VALID or self.exp.task.compute_loss_on_valid
         )
-        was_training = self.task.training
-        self.task.eval()
-        distributed.sync_buffers(self.task.model)
-        if log:
-            self.call("on_validation_start")
         losses: dict[str, Tensor] = {}
-        with torch.inference_mode():
+        with self._eval_mode(log=log):
             for idx, data in enumerate(pipelines):
                 suffix = f"_dataloader_{idx}" if len(pipelines) > 1 else ""
-                data.set_epoch(0)
-                limit = batch_limit(self.limits.batches[phase], len(data))
-                limit = min(limit, max_batches) if max_batches is not None else limit
-                sums: dict[str, Tensor] = {}
-                for b, batch in enumerate(self._take(data, limit)):
-                    with self.precision.forward_context():
-                        total, parts, outputs = module(self._to_device(data, batch), with_loss)
+                sums = EpochLosses()
+                for _, outputs, total, parts in self._eval_batches(phase, data, max_batches,
+                                                                   with_loss):  # fmt: skip
                     if total is not None:
-                        for key, value in {"loss": total, **parts}.items():
-                            sums[key] = sums[key] + value.float() if key in sums else value.float()
+                        sums.add({"loss": total, **parts})
                     self.metrics.update(phase, outputs, dataloader_idx=idx)
-                    if log:
-                        self.call("on_validation_batch_end", b, limit)
-                losses.update({f"{phase.value}/{k}{suffix}": v / limit for k, v in sums.items()})
+                losses.update({f"{k}{suffix}": v for k, v in sums.means(phase.value).items()})
         results = {**distributed.all_reduce_mean(losses), **self.metrics.on_epoch_end(phase)}
-        self.task.train(was_training)
         if not log:
             return {}
         values = self.log(results)
         self.call("on_validation_end", values)
         return values
 
+    def _eval_batches(
+        self, phase: Phase, data: Any, max_batches: int | None, with_loss: bool
+    ) -> Iterator[tuple[Tensor | None, dict[str, Any], Tensor | None, dict[str, Tensor]]]:
+        """``(sample indices, outputs, total loss or None, loss parts)`` per batch of one loader."""
+        assert self.eval_module is not None
+        data.set_epoch(0)
+        limit = batch_limit(self.limits.batches[phase], len(data))
+        limit = min(limit, max_batches) if max_batches is not None else limit
+        for b, batch in enumerate(_take(data, limit)):
+            with self.precision.forward_context():
+                total, parts, outputs = self.eval_module(self._to_device(data, batch), with_loss)
+            yield batch.get("index"), outputs, total, parts
+            self.call("on_validation_batch_end", b, limit)
+
+    @contextlib.contextmanager
+    def _eval_mode(self, *, log: bool) -> Iterator[None]:
+        was_training = self.task.training
+        self.task.eval()
+        distributed.sync_buffers(self.task.model)
+        if log:
+            self.call("on_validation_start")
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.task.train(was_training)
+
     def validate(self, checkpoint: str | Path | None = None) -> dict[str, float]:
-        return self._run_eval(Phase.VALID, checkpoint)
+        return self._run_eval("validate", Phase.VALID, checkpoint)
 
     def test(self, checkpoint: str | Path | None = None) -> dict[str, float]:
-        return self._run_eval(Phase.TEST, checkpoint)
+        return self._run_eval("test", Phase.TEST, checkpoint)
 
-    def _run_eval(self, phase: Phase, checkpoint: str | Path | None) -> dict[str, float]:
+    def _run_eval(
+        self, stage: str, phase: Phase, checkpoint: str | Path | None
+    ) -> dict[str, float]:
+        pipelines = self._setup_eval(stage, phase, checkpoint)
+        return self._run(lambda: self._evaluate(phase, pipelines))
+
+    def _setup_eval(self, stage: str, phase: Phase, checkpoint: str | Path | None) -> list[Any]:
+        self.stage = stage
         if not self.exp.data[phase]:
-            raise ConfigError(f"data.{phase.name}", f"{self.stage} needs a {phase.name} dataset")
-        self.load_weights(checkpoint)
-        pipelines = self._pipelines(phase)
-        return self._run(self.stage, lambda: self._evaluate(phase, pipelines))
+            raise ConfigError(f"data.{phase.name}", f"{stage} needs a {phase.name} dataset")
+        load_evaluation_weights(self.task.model, self.exp, checkpoint, stage=stage)
+        self.eval_module = self._compiled(TrainingModule(self.task, self.task.losses))
+        return self._pipelines(phase)
 
     # --- predict ----------------------------------------------------------------------------------
 
     def predict(self, checkpoint: str | Path | None = None, output: Path | None = None) -> Path:
-        if not self.exp.data.PREDICT:
-            raise ConfigError("data.PREDICT", "predict needs a PREDICT dataset")
-        self.load_weights(checkpoint)
-        pipelines = self._pipelines(Phase.PREDICT)
+        pipelines = self._setup_eval("predict", Phase.PREDICT, checkpoint)
         writer = self.task.prediction_writer(
             output or self.run_dir / "predictions.csv",
             rank=self.env.rank,
             world_size=self.env.world_size,
         )
-        return self._run("predict", lambda: self._predict(pipelines, writer))
+        return self._run(lambda: self._predict(pipelines, writer))
 
     def _predict(self, pipelines: list[Any], writer: Any) -> Path:
-        module = self._eval_module()
         with_metrics: bool | None = None
-        self.task.eval()
-        with torch.inference_mode():
+        with self._eval_mode(log=True):
             for idx, data in enumerate(pipelines):
-                data.set_epoch(0)
-                limit = batch_limit(self.limits.batches[Phase.PREDICT], len(data))
-                for b, batch in enumerate(self._take(data, limit)):
-                    batch = self._to_device(data, batch)
-                    with self.precision.forward_context():
-                        _, _, outputs = module(batch, False)
+                for index, outputs, _, _ in self._eval_batches(Phase.PREDICT, data, None, False):
                     if with_metrics is None:  # PREDICT data often has no targets
                         with_metrics = self._metrics_apply(Phase.PREDICT, outputs)
                     if with_metrics:
                         self.metrics.update(Phase.PREDICT, outputs, dataloader_idx=idx)
-                    writer.add(idx, batch.get("index"), self.task.predict_outputs(outputs))
-                    self.call("on_validation_batch_end", b, limit)
+                    writer.add(idx, index, self.task.predict_outputs(outputs))
         metrics = self.metrics.on_epoch_end(Phase.PREDICT)
         if metrics:
             self.log(metrics)
         return writer.write()
 
-    def _metrics_apply(self, phase: Phase, outputs: Mapping[str, Tensor]) -> bool:
+    def _metrics_apply(self, phase: Phase, outputs: Mapping[str, Any]) -> bool:
         """Whether the metrics of ``phase`` find their inputs; warn once when they do not."""
         try:
             self.metrics.check_outputs(phase, outputs.keys())
@@ -517,7 +473,23 @@ class Loop:
             return False
         return True
 
-    # --- interrupts -------------------------------------------------------------------------------
+    # --- running a stage, interrupts --------------------------------------------------------------
+
+    def _run(self, body: Callable[[], Any]) -> Any:
+        self.call("setup", self.stage)
+        try:
+            with self._signals() if self.stage == "fit" else contextlib.nullcontext():
+                return body()
+        except Interrupted:
+            raise
+        except BaseException as err:
+            self.call("on_exception", err)
+            raise
+        finally:
+            self.call("teardown", self.stage)
+            if self.logger is not None:
+                self.logger.close()
+            distributed.teardown()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -539,30 +511,20 @@ class Loop:
                 signal.signal(s, h)
 
     def _stop_interrupted(self) -> None:
+        self.last_saved = None
         self.call("on_interrupt")
-        saved = self.interrupt_checkpoint
-        where = f"; resume with resume_path={saved}" if saved else ""
-        raise Interrupted(f"interrupted at epoch {self.epoch}, step {self.global_step}{where}")
-
-    def request_interrupt(self) -> None:
-        """What Ctrl-C does, for callers that run the loop in a thread or a test."""
-        self._interrupt.set()
-
-    # --- results ----------------------------------------------------------------------------------
-
-    def _result(self) -> FitResult:
-        from okc.callbacks import ModelCheckpoint
-
-        ckpt = next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
-        return FitResult(
-            run_dir=self.run_dir,
-            metrics=dict(self.logged),
-            epochs=self.epoch,
-            global_step=self.global_step,
-            best_checkpoint=ckpt.best_model_path if ckpt else None,
-            last_checkpoint=ckpt.last_model_path if ckpt else None,
+        where = f"; resume with resume_path={self.last_saved}" if self.last_saved else ""
+        progress = self.progress
+        raise Interrupted(
+            f"interrupted at epoch {progress.epoch}, step {progress.global_step}{where}"
         )
 
-    def elapsed(self) -> float:
-        """Seconds since the loop was built."""
-        return time.monotonic() - self._start
+
+def _take(data: Any, n: int) -> Iterator[Any]:
+    """The first ``n`` batches of ``data``."""
+    if n <= 0:
+        return
+    for i, batch in enumerate(data):
+        yield batch
+        if i + 1 >= n:
+            return

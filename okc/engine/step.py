@@ -28,16 +28,17 @@ class TrainingModule(nn.Module):
         self.task = task
         self.joint_loss = joint_loss
 
-    def shard_units(self) -> list[nn.Module]:
-        """Modules FSDP2 shards one by one: the model's pieces, each called via ``__call__``."""
-        return [m for m in self.task.model.children() if any(True for _ in m.parameters())]
-
     def forward(self, batch: Mapping[str, Tensor], with_loss: bool = True) -> StepOut:
         outputs = self.task.forward_with_gt(batch)
         if not with_loss or self.joint_loss is None:
             return None, {}, outputs
         total, parts = self.joint_loss(outputs)
         return total, parts, outputs
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """Modules FSDP2 shards one by one: the model's pieces, each called via ``__call__``."""
+    return [m for m in model.children() if any(True for _ in m.parameters())]
 
 
 def should_compile(setting: bool | str, device: torch.device) -> bool:

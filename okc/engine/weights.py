@@ -38,7 +38,8 @@ import attrs
 import torch
 from torch import nn
 
-from okc.config.schema import LoadCheckpoint
+from okc.config.schema import Experiment, LoadCheckpoint
+from okc.engine.checkpoint import load_weights
 from okc.errors import ConfigError, did_you_mean
 
 _SHOWN = 5  # keys listed in an error before "... and N more"
@@ -54,7 +55,7 @@ class LoadedWeights:
     unexpected: tuple[str, ...]
 
 
-def load_checkpoint(
+def merge_load_checkpoint(
     model: nn.Module, spec: LoadCheckpoint, *, path: str = "task.load_checkpoint"
 ) -> LoadedWeights | None:
     """Merge the checkpoints of ``spec`` and load them into ``model``; None when nothing is set."""
@@ -96,6 +97,24 @@ def load_checkpoint(
             f"{path}: {_mismatch_message(missing, unexpected, strict=False)}", stacklevel=2
         )
     return LoadedWeights(tuple(merged), tuple(excluded), tuple(missing), tuple(unexpected))
+
+
+def load_evaluation_weights(
+    model: nn.Module, exp: Experiment, checkpoint: str | Path | None, *, stage: str
+) -> None:
+    """Weights for evaluation and export: ``checkpoint``, else ``resume_path``, else the
+    experiment's ``task.load_checkpoint``; with none of them, warn that they are untrained."""
+    source = checkpoint or exp.resume_path
+    if source is not None:
+        load_weights(model, source)
+    elif exp.task.load_checkpoint is not None:
+        merge_load_checkpoint(model, exp.task.load_checkpoint)
+    else:
+        warnings.warn(
+            f"no checkpoint given: {stage} uses freshly initialized weights "
+            "(pass --checkpoint or set resume_path)",
+            stacklevel=3,
+        )
 
 
 def read_weights(file: str | Path, *, path: str) -> dict[str, torch.Tensor] | torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from okc.config.schema import Experiment
 from okc.engine.build import build_task
-from okc.engine.checkpoint import load_model_weights
+from okc.engine.weights import load_evaluation_weights
 from okc.errors import OkcError
 from okc.export.onnx import OnnxModel, export_onnx
 from okc.export.torchscript import export_torchscript, load_torchscript
@@ -35,7 +35,7 @@ def export_experiment(
 ) -> list[Path]:
     """Export the experiment's model; returns the files written (``.onnx`` and/or ``.pt``)."""
     task = build_task(exp)
-    load_model_weights(task.model, exp, checkpoint, stage="export")
+    load_evaluation_weights(task.model, exp, checkpoint, stage="export")
     task.eval()
     example = task.example_inputs(batch_size=2)
     with torch.no_grad():

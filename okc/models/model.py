@@ -18,6 +18,7 @@ from torch import nn
 from okc.config.bind import build, check_params, raise_if, resolve
 from okc.errors import ConfigError
 from okc.models.necks.last_stage import LastStage
+from okc.models.parts import ChecksParams, StatesInChannels, input_kind, takes_image_size
 from okc.registry import BACKBONES, HEADS, NECKS, POOLINGS, Registry
 
 PIECES: dict[str, Registry] = {
@@ -60,9 +61,9 @@ class Model(nn.Module):
         self.pooling = pooling
         self.head = head
         # A user backbone that does not state in_channels gets no input check.
-        self.in_channels: int | None = getattr(backbone, "in_channels", None)
+        self.in_channels = backbone.in_channels if isinstance(backbone, StatesInChannels) else None
         self.embedding_channels = int((pooling or self.neck).out_channels)
-        self.head_needs_image_size = bool(getattr(head, "needs_image_size", False))
+        self.head_needs_image_size = takes_image_size(head)
         self.input_key = input_key  # named in the error for images with the wrong channel count
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,10 +170,10 @@ def check_model_params(
         params_path = _key(path, params_key)
         injected = _supplied(piece, target)
         errors += check_params(target, piece_params, path=params_path, injected=injected)
-        problems = getattr(target, "param_problems", None)
-        if problems is not None:
+        if isinstance(target, ChecksParams):
             errors += [
-                ConfigError(f"{params_path}.{p.key}", p.message) for p in problems(piece_params)
+                ConfigError(f"{params_path}.{p.key}", p.message)
+                for p in target.param_problems(piece_params)
             ]
     return errors + _fit_problems(params, targets, path=path)
 
@@ -181,7 +182,7 @@ def _fit_problems(
     params: Mapping[str, Any], targets: Mapping[str, Callable[..., Any]], *, path: str
 ) -> list[ConfigError]:
     """A head that takes a map after a pooling, or one that takes a vector with no pooling."""
-    kind = getattr(targets.get("head"), "input_kind", None)
+    kind = input_kind(targets.get("head"))
     head, pooling = params.get("head_name"), params.get("pooling_name")
     if kind == "map" and pooling is not None:
         return [

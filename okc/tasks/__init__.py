@@ -2,7 +2,11 @@
 
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
+from okc.tasks.detection import SingleStageDetectionTask
 from okc.tasks.pairwise import PairwiseLearnTask
 from okc.tasks.triplet import TripletLearnTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "PairwiseLearnTask", "TripletLearnTask"]
+__all__ = [
+    "BaseTask", "ClassificationTask", "InputSpec", "PairwiseLearnTask", "SingleStageDetectionTask",
+    "TripletLearnTask",
+]  # fmt: skip

@@ -1,13 +1,37 @@
 """The task contract: what a batch becomes before losses and metrics see it.
 
 A task owns the model (``task.model``: the weights a checkpoint stores, with keys ``backbone.*``,
-``neck.*``, ``pooling.*``, ``head.*``) and maps a batch to a dict of named tensors with
+``neck.*``, ``pooling.*``, ``head.*``) and maps a batch to a dict of named outputs with
 ``forward_with_gt``. Those names are the contract with the experiment: ``joint_loss`` and
 ``metrics`` ``mapping`` values refer to them. ``forward(x)`` is plain inference, what export
 traces.
 
+What the engine asks of a task (``BaseTask`` declares each with its default):
+
+- ``model``: the module whose ``state_dict`` checkpoints hold;
+- ``forward_with_gt(batch) -> dict``: the named outputs; ``output_keys`` lists them, and
+  ``declared_outputs(params)`` gives them before building, for ``okc check``;
+- ``forward(*inputs)``: inference on preprocessed inputs (export); ``example_inputs()`` makes them
+  from ``task.params.inputs``;
+- ``predict_outputs(outputs)`` and ``prediction_writer(path)``: what ``okc predict`` writes, how;
+- ``check_params(params, path=...)``: problems in ``task.params`` found without building.
+
 The engine attaches ``task.losses`` (a JointLoss; ``task.losses['tag']`` is one loss) before
-training. Subclasses document their output keys in ``output_keys``.
+training.
+
+Batches and outputs are trees: a value is a tensor, a list with one tensor per sample (the
+dataset's ``ragged_keys``), or a list of per-sample dicts. Collate, device transfer, the
+precision cast, losses, metrics and the prediction writer accept all of them. One example of each
+kind of task (B samples, C classes):
+
+- classification: batch ``image`` (B,3,H,W), ``target`` (B,) → ``embeddings`` (B,D),
+  ``prediction`` (B,C), ``target``;
+- segmentation: batch ``image``, ``mask`` (B,H,W) → ``prediction`` (B,C,H,W), ``target`` (B,H,W);
+- metric learning (pairwise): batch ``image``, ``target`` (B,) → ``emb1``/``emb2`` (B,D) and ``R``
+  (B,B) same-label matrix, ``target``; triplets read ``anchor``, ``positive``, ``negative`` images;
+- detection: batch ``image``, ``bboxes`` (list of B (N_i,4) xyxy tensors), ``label`` (list of B
+  (N_i,)) → the head's loss inputs (``flatten_cls_scores``, ``num_pos``, ...) plus ``prediction``
+  and ``target`` as lists of B dicts ``{boxes, scores, labels}`` / ``{boxes, labels}``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,21 @@
 """Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
 
-from okc.data.datasets import cifar, classification, folder, retrieval, segmentation, shapes, sop
+from okc.data.datasets import (
+    cifar,
+    classification,
+    coco,
+    detection,
+    folder,
+    retrieval,
+    segmentation,
+    shapes,
+    sop,
+)
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
+from okc.data.datasets.coco import COCODetection
+from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
 from okc.data.datasets.retrieval import RetrievalDataset
 from okc.data.datasets.segmentation import ImageSegmentationDataset
@@ -15,6 +27,8 @@ __all__ = [
     "CIFAR100",
     "SOP",
     "TRIPLET_SOP",
+    "COCODetection",
+    "DetectionDataset",
     "ImageClassificationDataset",
     "ImageDataset",
     "ImageFolder",
@@ -23,6 +37,8 @@ __all__ = [
     "Shapes",
     "cifar",
     "classification",
+    "coco",
+    "detection",
     "folder",
     "retrieval",
     "segmentation",

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import attrs
 import torch
 
 from okc.data.io import CorruptSampleError, ImageFormat, ImageReadError, read_image, read_mask
@@ -41,6 +42,28 @@ _DTYPES = {
     "int64": torch.int64,
     "int32": torch.int32,
 }
+
+
+@attrs.frozen
+class SampleSpec:
+    """What the pipeline needs to know of a dataset's samples (see the module docstring)."""
+
+    image_keys: tuple[str, ...] = ("image",)
+    ragged_keys: tuple[str, ...] = ()
+    input_dtype: torch.dtype = torch.float32
+    skip_corrupt: bool = False
+    min_area: float = 0.0  # boxes augmentation leaves this small are dropped (okc.data.ops)
+    min_visibility: float = 0.0  # ... and boxes with this fraction or less still in the image
+
+    @classmethod
+    def of(cls, dataset: object) -> SampleSpec:
+        """An ``ImageDataset``'s declarations; any other dataset gets the defaults."""
+        if not isinstance(dataset, ImageDataset):
+            return cls()
+        return cls(
+            tuple(dataset.image_keys), tuple(dataset.ragged_keys), dataset.input_dtype,
+            dataset.skip_corrupt, dataset.min_area, dataset.min_visibility,
+        )  # fmt: skip
 
 
 def to_dtype(name: str) -> torch.dtype:
@@ -66,6 +89,8 @@ class ImageDataset:
     skip_corrupt: bool = False
     image_keys: ClassVar[tuple[str, ...]] = ("image",)
     ragged_keys: ClassVar[tuple[str, ...]] = ()
+    min_area: float = 0.0  # detection datasets: which boxes augmentation drops (okc.data.ops)
+    min_visibility: float = 0.0
 
     def __init__(
         self,

@@ -31,6 +31,10 @@ class Archive:
     train: tuple[str, ...]
     test: tuple[str, ...]
 
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
 
 ARCHIVES: dict[str, Archive] = {
     "CIFAR10": Archive(

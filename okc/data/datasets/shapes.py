@@ -62,7 +62,10 @@ class Shapes(ImageDataset):
     Sample keys: ``image``; ``target`` (int64 class of the shape, or a float multi-hot of the
     classes present when ``num_shapes > 1``); with ``with_mask`` a ``mask`` (int64 H,W:
     0 background, class + 1 on the shape); with ``with_instances`` ``instances`` (int64 H,W:
-    0 background, shape number from 1; later shapes cover earlier ones); ``index``.
+    0 background, shape number from 1; later shapes cover earlier ones); with ``with_boxes``
+    ``bboxes`` (float32 N,4: the tight xyxy box, in pixel edges, of each shape's visible pixels;
+    a shape covered entirely by later ones has none) and ``label`` (int64 N,: its class);
+    ``index``.
 
     Args:
         num_samples: samples in the split.
@@ -88,6 +91,7 @@ class Shapes(ImageDataset):
         train: bool | None = None,
         with_mask: bool = False,
         with_instances: bool = False,
+        with_boxes: bool = False,
         input_dtype: InputDtype = "float32",
         image_format: ImageFormat = "rgb",
         test_mode: bool = False,
@@ -108,6 +112,9 @@ class Shapes(ImageDataset):
         self.split = split if train is None else ("train" if train else "valid")
         self.with_mask = with_mask
         self.with_instances = with_instances
+        self.with_boxes = with_boxes
+        if with_boxes:  # an instance attribute: only then do samples hold boxes
+            self.ragged_keys = ("bboxes", "label")
         self.classes = list(SHAPES)[:num_classes]
         centers = np.arange(image_size) + 0.5
         self._y, self._x = np.meshgrid(centers, centers, indexing="ij")
@@ -137,6 +144,8 @@ class Shapes(ImageDataset):
                 sample["mask"] = lookup[instances]
             if self.with_instances:
                 sample["instances"] = instances
+            if self.with_boxes:
+                sample["bboxes"], sample["label"] = tight_boxes(instances, kinds)
         return sample
 
     def render(self, index: int) -> tuple[torch.Tensor, list[int], torch.Tensor]:
@@ -168,6 +177,20 @@ class Shapes(ImageDataset):
         if self.image_format != "rgb":
             pixels = convert_format(pixels, self.image_format)
         return pixels, kinds, torch.from_numpy(instances)
+
+
+def tight_boxes(instances: torch.Tensor, kinds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per shape still visible in the instance map, its tight xyxy box and its class."""
+    boxes, labels = [], []
+    for number, kind in enumerate(kinds, start=1):
+        ys, xs = (instances == number).nonzero(as_tuple=True)
+        if len(xs):
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            labels.append(kind)
+    return (
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.long),
+    )
 
 
 def _contrasting(

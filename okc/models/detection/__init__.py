@@ -1,0 +1,25 @@
+"""Detection models: the detection FPN (``DETECTION_NECKS``), the dense heads FCOS and RetinaNet
+(``DETECTION_HEADS``) and the model that joins them to a backbone."""
+
+from okc.models.detection.dense import DenseHead
+from okc.models.detection.fcos import FCOSHead
+from okc.models.detection.fpn import FPN
+from okc.models.detection.model import (
+    MODEL_KEYS,
+    NOT_AVAILABLE,
+    DetectionModel,
+    build_detection_model,
+    check_detection_params,
+    loss_keys,
+)
+from okc.models.detection.retinanet import RetinaNetHead
+from okc.registry import DETECTION_HEADS, DETECTION_NECKS
+
+__all__ = [
+    "FPN", "MODEL_KEYS", "NOT_AVAILABLE", "DenseHead", "DetectionModel", "FCOSHead",
+    "RetinaNetHead", "build_detection_model", "check_detection_params", "loss_keys",
+]  # fmt: skip
+
+DETECTION_NECKS.register(FPN)
+DETECTION_HEADS.register(FCOSHead)
+DETECTION_HEADS.register(RetinaNetHead)

@@ -1,0 +1,3 @@
+"""okc's version, in a module of its own so that any layer can read it without importing okc."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Contract cases: how to build and run every component okc registers (see README.md)."""
