@@ -4,9 +4,15 @@ from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
 from okc.tasks.pairwise import PairwiseLearnTask
+from okc.tasks.segmentation import SegmentationTask
 from okc.tasks.triplet import TripletLearnTask
 
 __all__ = [
-    "BaseTask", "ClassificationTask", "InputSpec", "PairwiseLearnTask", "SingleStageDetectionTask",
+    "BaseTask",
+    "ClassificationTask",
+    "InputSpec",
+    "PairwiseLearnTask",
+    "SegmentationTask",
+    "SingleStageDetectionTask",
     "TripletLearnTask",
-]  # fmt: skip
+]

@@ -10,6 +10,7 @@ from okc.data.datasets import (
     segmentation,
     shapes,
     sop,
+    sweet_pepper,
 )
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
@@ -21,6 +22,7 @@ from okc.data.datasets.retrieval import RetrievalDataset
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
 from okc.data.datasets.sop import SOP, TRIPLET_SOP
+from okc.data.datasets.sweet_pepper import SweetPepper
 
 __all__ = [
     "CIFAR10",
@@ -35,6 +37,7 @@ __all__ = [
     "ImageSegmentationDataset",
     "RetrievalDataset",
     "Shapes",
+    "SweetPepper",
     "cifar",
     "classification",
     "coco",
@@ -44,4 +47,5 @@ __all__ = [
     "segmentation",
     "shapes",
     "sop",
+    "sweet_pepper",
 ]
