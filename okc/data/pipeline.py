@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.config.bind import build
+from okc.config.bind import build, resolve
 from okc.config.schema import DataItem, Phase
 from okc.data.augment import build_ops, split_transform
 from okc.data.collate import collate
@@ -27,8 +27,9 @@ from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
 from okc.data.ops import Boxes, Chain, box_problem, run
+from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError
 from okc.registry import DATASETS, SAMPLERS
 from okc.tree import map_tensors
 
@@ -263,7 +264,7 @@ def build_pipeline(
     if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
         _check_box_ops(transform, f"{path}.dataset.transform")
         _check_box_ops(augment, f"{path}.dataset.augment")
-    sampler = _build_sampler(item, path)
+    sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
         len(dataset),
@@ -310,13 +311,15 @@ def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
             raise ConfigError(f"{path}.{i}.name", problem)
 
 
-def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
+def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
     if item.sampler is None:
         return None
     if item.dataloader.shuffle:
         raise ConfigError(
             f"{path}.dataloader.shuffle", "a sampler sets the order: set shuffle: false"
         )
+    target = resolve(SAMPLERS, item.sampler.name, path=f"{path}.sampler.name")
+    known = {"dataset": dataset, "batch_size": item.dataloader.batch_size}
     try:
         sampler = build(
             SAMPLERS,
@@ -324,8 +327,9 @@ def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
             item.sampler.params,
             name_path=f"{path}.sampler.name",
             params_path=f"{path}.sampler.params",
+            **{name: known[name] for name in supplied(target)},
         )
-    except ConfigError:
+    except (ConfigError, ConfigErrors):
         raise
     except OkcError as err:
         raise ConfigError(f"{path}.sampler.params", str(err)) from err
