@@ -50,7 +50,7 @@ def check_item(item: DataItem, *, path: str) -> list[ConfigError]:
     loader = item.dataloader
     for key, value, least in (
         ("batch_size", loader.batch_size, 1),
-        ("num_workers", loader.num_workers, 0),
+        ("num_workers", None if loader.num_workers == "auto" else loader.num_workers, 0),
         ("prefetch_factor", loader.prefetch_factor, 1),
     ):
         if value is not None and value < least:

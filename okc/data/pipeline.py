@@ -11,6 +11,7 @@ dataset's ``min_area`` and ``min_visibility`` deciding which boxes the ops' crop
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -288,7 +289,7 @@ def build_pipeline(
     loader = BatchLoader(
         order,
         reader,
-        num_workers=loader_cfg.num_workers,
+        num_workers=loader_threads(loader_cfg.num_workers, reader),
         in_order=loader_cfg.in_order,
         pin_memory=pin,
         prefetch=loader_cfg.prefetch_factor or 2,
@@ -309,6 +310,15 @@ def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
         problem = box_problem(op)
         if problem:
             raise ConfigError(f"{path}.{i}.name", problem)
+
+
+def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
+    """The loader threads for ``num_workers`` (see ``DataLoader.num_workers`` for ``auto``)."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if reader.batched:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
