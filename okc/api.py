@@ -87,6 +87,13 @@ def _stage_worker(stage: str, data: dict[str, Any], kwargs: dict[str, Any]) -> A
     return stages[stage](Experiment.from_dict(data), **kwargs)
 
 
+def _weights(exp: Experiment, checkpoint: str | Path | None) -> str | Path | None:
+    """``best``/``last`` → that checkpoint of the experiment's latest run; a path as is."""
+    from okc.reports.runs import resolve_checkpoint
+
+    return resolve_checkpoint(exp, checkpoint)
+
+
 def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
     """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
     from okc.callbacks.defaults import checkpoint_paths
@@ -103,8 +110,12 @@ def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
 def validate(
     exp: ExperimentLike, overrides: Iterable[str] = (), *, checkpoint: str | Path | None = None
 ) -> dict[str, float]:
-    """Metrics (and losses) on VALID with the weights of ``checkpoint`` (or ``resume_path``)."""
+    """Metrics (and losses) on VALID with the weights of ``checkpoint`` (or ``resume_path``).
+
+    ``checkpoint`` may be ``"best"`` or ``"last"``: that checkpoint of the experiment's latest
+    run (the same for test, predict and export)."""
     experiment = _experiment(exp, overrides)
+    checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("validate", experiment, checkpoint=checkpoint)
     return _loop(experiment, "validate")[0].validate(checkpoint)
@@ -115,6 +126,7 @@ def test(
 ) -> dict[str, float]:
     """Metrics on TEST with the weights of ``checkpoint`` (or ``resume_path``)."""
     experiment = _experiment(exp, overrides)
+    checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("test", experiment, checkpoint=checkpoint)
     return _loop(experiment, "test")[0].test(checkpoint)
@@ -129,6 +141,7 @@ def predict(
 ) -> Path:
     """Predictions on PREDICT written to ``output`` (default: the run folder); returns the CSV."""
     experiment = _experiment(exp, overrides)
+    checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("predict", experiment, checkpoint=checkpoint, output=output)
     loop, _ = _loop(experiment, "predict")
@@ -146,9 +159,9 @@ def export(
     """Export ``task.forward`` to ONNX and/or TorchScript; returns the written files."""
     from okc.exports import export_experiment
 
-    return export_experiment(
-        _experiment(exp, overrides), checkpoint=checkpoint, output=output, fmt=fmt
-    )
+    experiment = _experiment(exp, overrides)
+    checkpoint = _weights(experiment, checkpoint)
+    return export_experiment(experiment, checkpoint=checkpoint, output=output, fmt=fmt)
 
 
 def _one_process(exp: Experiment, what: str) -> Experiment:
@@ -200,14 +213,26 @@ def find_lr(
 def plot(*runs: str | Path, output: str | Path | None = None) -> Path:
     """A PNG of the runs' curves (losses, metrics, learning rates; several runs overlaid).
 
-    Each of ``runs`` is a run folder or a folder above runs (every run below it). ``output``
-    defaults to ``curves.png`` in the run folder (one run) or in the folder the runs share.
+    Each of ``runs`` is a run folder, a folder above runs (every run below it) or an experiment
+    file (its latest training run). ``output`` defaults to ``curves.png`` in the run folder (one
+    run) or in the folder the runs share.
     """
     from okc.reports.history import read_runs
     from okc.reports.plot import default_output, plot_runs
+    from okc.reports.runs import latest_run
 
-    histories = read_runs(runs)
+    folders = [
+        latest_run(load_experiment(r), having="training") if _experiment_file(r) else r
+        for r in runs
+    ]
+    histories = read_runs(folders)
     return plot_runs(histories, output or default_output(histories))
+
+
+def _experiment_file(path: str | Path) -> bool:
+    from okc.config.load import SUFFIXES
+
+    return Path(path).is_file() and Path(path).suffix in SUFFIXES
 
 
 def summarize(run_dir: str | Path) -> list[ValueSummary]:

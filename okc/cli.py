@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="key=value, +key=value, ~key")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
         if name in ("validate", "test", "predict", "export"):
-            p.add_argument("--checkpoint", type=Path, help="weights to use (an okc checkpoint)")
+            p.add_argument("--checkpoint", type=Path,
+                           help="weights to use: an okc checkpoint, or best / last (that "
+                           "checkpoint of the experiment's latest run)")  # fmt: skip
         if name in ("predict", "export"):
             p.add_argument("--output", type=Path, help="where to write")
         if name == "export":
@@ -67,7 +69,8 @@ def _tool_parsers(sub: Any) -> None:
     plot = sub.add_parser("plot", help=TOOLS["plot"], description=TOOLS["plot"])
     plot.add_argument(
         "runs", nargs="+", type=Path,
-        help="run folders, or folders above runs (every run below is drawn)",
+        help="run folders, folders above runs (every run below is drawn), or experiment files "
+        "(their latest run)",
     )  # fmt: skip
     plot.add_argument("--output", type=Path,
                       help="the PNG (default: curves.png in the run folder, or in the folder "

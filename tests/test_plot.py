@@ -140,3 +140,26 @@ def test_fit_prints_a_summary_table(tiny_exp, tmp_path: Path, capsys) -> None:
     accuracy = [v for _, v in read_run(run_dir).series["valid/Accuracy"]]
     assert f"{accuracy[-1]:.4g}" in row and f"{max(accuracy):.4g} (max)" in row
     assert "lr-AdamW" in out  # the learning rate is logged by default
+
+
+def test_best_and_last_name_the_latest_runs_checkpoints(tiny_exp, tmp_path: Path) -> None:
+    from okc.reports.runs import experiment_runs, resolve_checkpoint
+
+    monitor = "+callbacks=[{name: ModelCheckpoint, params: {monitor: valid/Accuracy, mode: max, save_last: true}}]"
+    exp = tiny_exp(monitor)
+    with pytest.raises(OkcError, match="no run of experiment 'tiny' with a checkpoint in .* yet"):
+        resolve_checkpoint(exp, "best")
+    okc.fit(tiny_exp(monitor, "trainer.max_steps=2"))
+    latest = okc.fit(tiny_exp(monitor, "trainer.max_epochs=2"))
+    assert experiment_runs(exp)[-1] == latest.run_dir and len(experiment_runs(exp)) == 2
+    assert resolve_checkpoint(exp, "best") == latest.best_checkpoint
+    assert resolve_checkpoint(exp, "last") == latest.last_checkpoint
+    assert resolve_checkpoint(exp, None) is None
+    assert resolve_checkpoint(exp, tmp_path / "x.ckpt") == tmp_path / "x.ckpt"
+    metrics = okc.validate(exp, checkpoint="best")
+    best_logged = max(v for _, v in read_run(latest.run_dir).series["valid/Accuracy"])
+    assert metrics["valid/Accuracy"] == pytest.approx(best_logged)  # the best weights
+    experiment_file = tmp_path / "tiny.yml"
+    experiment_file.write_text(yaml.safe_dump(exp.to_dict()))
+    # its latest run that trained (okc.validate above wrote a run folder too)
+    assert okc.plot(experiment_file) == latest.run_dir / "curves.png"
