@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -215,9 +216,10 @@ def _sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shim = bin_dir / "okc"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m okc "$@"\n')
-    shim.chmod(0o755)
+    for name, command in (("okc", f'"{sys.executable}" -m okc'), ("python", f'"{sys.executable}"')):
+        shim = bin_dir / name
+        shim.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        shim.chmod(0o755)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("OKC_HOME", raising=False)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -256,7 +258,11 @@ def _run_line(line: str, block: Block, sandbox: Path) -> int:
     in_process = not re.search(r"[|><;&]", code_part) and re.match(r"(okc|python3? -m okc)\b",
                                                                    code_part)  # fmt: skip
     if not in_process:
-        done = subprocess.run(["bash", "-c", code_part], cwd=sandbox, timeout=600)
+        command = code_part
+        plain = not re.search(r"[|><;&]", code_part)  # no pipes, redirections or lists
+        if block.option("exact") is None and plain and re.search(r"-m okc\b", code_part):
+            command = shlex.join(tiny_in_line(shlex.split(code_part)))
+        done = subprocess.run(["bash", "-c", command], cwd=sandbox, timeout=600)
         return done.returncode
     words = _shell_words(code_part, sandbox)
     argv = words[1:] if words[0] == "okc" else words[3:]
@@ -281,6 +287,15 @@ def _strip_comment(line: str) -> str:
         elif ch == "#" and (i == 0 or line[i - 1].isspace()):
             return line[:i].rstrip()
     return line
+
+
+def tiny_in_line(words: list[str]) -> list[str]:
+    """A command line that runs okc inside another (``python -m torch.distributed.run ... -m
+    okc fit ...``): the tiny overrides after okc's command."""
+    for i in range(len(words) - 1):
+        if words[i : i + 2] == ["-m", "okc"]:
+            return [*words[: i + 2], *tiny(words[i + 2 :])]
+    return words
 
 
 def tiny(argv: list[str]) -> list[str]:
@@ -341,6 +356,9 @@ def test_the_conventions_themselves(tmp_path: Path) -> None:
     assert _strip_comment("okc fit a.yml x=1  # why") == "okc fit a.yml x=1"
     assert tiny(["fit", "a.yml"]) == ["fit", "a.yml", *TINY]
     assert tiny(["export", "a.yml", "--checkpoint", "best"])[-1] == "best"
+    assert tiny_in_line(["python", "-m", "torch.distributed.run", "-m", "okc", "fit", "a.yml"]) == [
+        "python", "-m", "torch.distributed.run", "-m", "okc", "fit", "a.yml", *TINY,
+    ]  # fmt: skip
     exp = _yaml_experiment(found[1])
     assert exp is not None and exp.trainer.max_epochs == 3
     assert exp.task.params["backbone_name"] == "resnet10t"  # the rest from the base
