@@ -26,7 +26,9 @@ An HTML comment right before a block (invisible once rendered) adjusts it:
 - ``<!-- test: base=PATH -->``: the YAML fragment is merged onto the experiment file PATH;
 - ``<!-- test: file=PATH -->`` / ``file=PATH#SECTION``: the YAML block shows that file (or one
   top-level section of it): equal as data;
-- ``<!-- test: output -->``: an indented README block that is output, not code.
+- ``<!-- test: text -->``: an indented README block that is not code (output, a listing);
+- ``<!-- test: instead: COMMAND -->``: a block that sets up an environment (a new virtual
+  environment, then okc) runs as COMMAND, its okc part.
 
 ``<!-- test: slow -->`` anywhere in a page marks its test slow (the page trains models).
 ``test_docs_structure`` runs the fast checks of every page: languages, reasons, experiment files,
@@ -178,7 +180,7 @@ def test_readme_and_docs_list_every_docs_page() -> None:
 def _page_params() -> Iterator[Any]:
     for page in PAGES:
         marks = [pytest.mark.slow] if is_slow(page) else []
-        yield pytest.param(page, id=page.name, marks=marks)
+        yield pytest.param(page, id=str(page.relative_to(ROOT)), marks=marks)
 
 
 @pytest.mark.parametrize("page", list(_page_params()))
@@ -192,7 +194,10 @@ def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(okc, "load_experiment", tiny_load)
     for block in blocks(page):
-        if block.option("skip") is not None or block.option("output") is not None:
+        if block.directive.startswith("instead:"):
+            command = block.directive.removeprefix("instead:").strip()
+            block = attrs.evolve(block, language="sh", text=command, directive="")
+        if block.option("skip") is not None or block.option("text") is not None:
             continue
         with capsys.disabled() if os.environ.get("OKC_DOCS_VERBOSE") else nullcontext():
             if block.language == "sh":
