@@ -45,6 +45,7 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
+from okc.data import borders
 from okc.errors import OkcError
 
 Masks = list[torch.Tensor]
@@ -307,6 +308,39 @@ def _force(op: nn.Module) -> tuple[nn.Module, float]:
 def runs_per_sample(op: nn.Module) -> bool:
     """Whether ``op`` is a size op the pipeline runs on each sample before batching."""
     return isinstance(op, BatchOp) and op.per_sample
+
+
+def holds_size_op(op: nn.Module) -> bool:
+    """Whether ``op`` is a size op or a container with one inside (OneOf/Compose of crops):
+    the output size of either depends on the input's, so it runs before batching."""
+    return any(runs_per_sample(m) for m in op.modules())
+
+
+class OneSample(BatchOp):
+    """Runs a batch op on one sample of the pipeline's per-sample stage (see ``pipeline``).
+
+    Per-sample ops see a uint8 (C,H,W) image with int64 (1,H,W) label maps, size ops work on
+    those directly; other ops get the float (1,C,H,W) batch of one they expect, and the result
+    is quantized back to uint8, as albumentations quantizes after every op on uint8 images.
+    """
+
+    per_sample = True
+
+    def __init__(self, op: nn.Module) -> None:
+        super().__init__()
+        self.op = op
+
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        if runs_per_sample(self.op):
+            return run(self.op, image, masks, boxes)
+        integer = image.dtype == torch.uint8
+        batch = image[None].float() / 255 if integer else image[None]
+        out, out_masks, boxes = run(self.op, batch, [m[None].float() for m in masks], boxes)
+        out = (out[0] * 255).round_().clamp_(0, 255).to(torch.uint8) if integer else out[0]
+        return out, [m[0].round().to(o.dtype) for m, o in zip(out_masks, masks, strict=True)], boxes
+
+    def box_problem(self) -> str | None:
+        return box_problem(self.op)
 
 
 def apply_to(
@@ -588,45 +622,83 @@ class Crop(SizeOp):
 
 
 class PadIfNeeded(SizeOp):
-    """Pad to at least ``min_height`` x ``min_width`` with a constant (``value``/``mask_value``)."""
+    """Pad to at least ``min_height`` x ``min_width`` (or up to a multiple of the divisors) with
+    cv2's ``border`` mode; ``value``/``mask_value`` fill a constant border (0-255 units / labels).
+    """
+
+    POSITIONS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
 
     def __init__(
         self,
-        min_height: int,
-        min_width: int,
+        min_height: int | None,
+        min_width: int | None,
         *,
+        pad_height_divisor: int | None = None,
+        pad_width_divisor: int | None = None,
         position: str = "center",
-        value: float = 0,
-        mask_value: float = 0,
+        border: int = borders.BORDER_REFLECT_101,
+        value: borders.Fill = None,
+        mask_value: borders.Fill = None,
         p: float = 1.0,
     ) -> None:
         super().__init__(p)
-        if position not in ("center", "top_left"):
-            raise ValueError(f"position must be center or top_left, not '{position}'")
+        if (min_height is None) == (pad_height_divisor is None):
+            raise ValueError("set exactly one of min_height and pad_height_divisor")
+        if (min_width is None) == (pad_width_divisor is None):
+            raise ValueError("set exactly one of min_width and pad_width_divisor")
+        if position not in self.POSITIONS:
+            raise ValueError(
+                f"position must be one of {', '.join(self.POSITIONS)}, not {position!r}"
+                + (
+                    " (random places each sample differently: not supported)"
+                    * (position == "random")
+                )
+            )
         self.min_height, self.min_width, self.position = min_height, min_width, position
-        self.value, self.mask_value = value, mask_value
+        self.divisors = (pad_height_divisor, pad_width_divisor)
+        self.border, self.value, self.mask_value = border, value, mask_value
 
-    def _padding(self, height: int, width: int) -> list[int]:
-        dh, dw = max(0, self.min_height - height), max(0, self.min_width - width)
-        if self.position == "top_left":
-            return [0, 0, dw, dh]
-        return [dw // 2, dh // 2, dw - dw // 2, dh - dh // 2]
+    def _padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) as albumentations splits them."""
+        dh = _grow(height, self.min_height, self.divisors[0])
+        dw = _grow(width, self.min_width, self.divisors[1])
+        top, left = dh // 2, dw // 2
+        if self.position in ("top_left", "top_right"):
+            top = 0
+        if self.position in ("bottom_left", "bottom_right"):
+            top = dh
+        if self.position in ("top_left", "bottom_left"):
+            left = 0
+        if self.position in ("top_right", "bottom_right"):
+            left = dw
+        return top, dh - top, left, dw - left
 
     def image(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        fill = self.value if image.dtype == torch.uint8 else self.value / 255
-        return TF.pad(image, self._padding(height, width), fill=fill)
+        scale = 1.0 if image.dtype == torch.uint8 else 255.0
+        fill = borders.fill_tensor(self.value, image, scale=scale)
+        return borders.pad(image, *self._padding(height, width), border=self.border, fill=fill)
 
     def mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return TF.pad(mask, self._padding(height, width), fill=self.mask_value)
+        fill = borders.fill_tensor(self.mask_value, mask, scale=1.0)
+        return borders.pad(mask, *self._padding(height, width), border=self.border, fill=fill)
 
     def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
-        return TF.pad(boxes, self._padding(*boxes.canvas_size))
+        top, bottom, left, right = self._padding(*boxes.canvas_size)
+        return TF.pad(boxes, [left, top, right, bottom])
+
+
+def _grow(size: int, least: int | None, divisor: int | None) -> int:
+    """How much albumentations pads one side: up to ``least``, or to a multiple of ``divisor``."""
+    if least is not None:
+        return max(0, least - size)
+    assert divisor is not None
+    return (divisor - size % divisor) % divisor
 
 
 # --- photometric ops Kornia has no close match for ----------------------------------------------
 
 
-class _Random(BatchOp):
+class Photometric(BatchOp):
     """A photometric op applied per sample with probability ``p``; masks untouched."""
 
     def __init__(self, p: float) -> None:
@@ -645,7 +717,7 @@ def _uniform(low: float, high: float, shape: tuple[int, ...], like: torch.Tensor
     return torch.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
 
 
-class GaussNoise(_Random):
+class GaussNoise(Photometric):
     """Gaussian noise with a per-sample variance drawn from ``var_limit`` (0-255 units)."""
 
     def __init__(
@@ -664,7 +736,7 @@ class GaussNoise(_Random):
         return (image + noise * std + self.mean / 255).clamp_(0, 1)
 
 
-class MultiplicativeNoise(_Random):
+class MultiplicativeNoise(Photometric):
     """Multiply by a factor from ``multiplier``: per sample, channel or pixel."""
 
     def __init__(
