@@ -98,7 +98,7 @@ def _max_size(max_size: int | Sequence[int]) -> int:
 @_register
 def LongestMaxSize(
     *,
-    max_size: int = 1024,
+    max_size: int | Sequence[int] = 1024,
     interpolation: int | str = 1,
     resample: str | None = None,
     p: float = 1.0,
@@ -113,7 +113,7 @@ def LongestMaxSize(
 @_register
 def SmallestMaxSize(
     *,
-    max_size: int = 1024,
+    max_size: int | Sequence[int] = 1024,
     interpolation: int | str = 1,
     resample: str | None = None,
     p: float = 1.0,

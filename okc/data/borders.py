@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from okc.errors import ParamError
+from okc.errors import OkcError, ParamError
 
 BORDER_CONSTANT, BORDER_REPLICATE, BORDER_REFLECT, BORDER_WRAP, BORDER_REFLECT_101 = range(5)
 BORDER_NAMES = {
@@ -63,8 +63,8 @@ def fill_tensor(value: Fill, like: torch.Tensor, *, scale: float) -> torch.Tenso
     if fill.dim() == 0:
         return fill.to(like.dtype) if like.is_floating_point() else fill.round().to(like.dtype)
     if fill.numel() != like.shape[-3]:
-        raise ParamError(
-            "value", f"{fill.numel()} fill values for an image of {like.shape[-3]} channels"
+        raise OkcError(
+            f"value: {fill.numel()} fill values for an image of {like.shape[-3]} channels"
         )
     fill = fill.view(-1, 1, 1)
     return fill.to(like.dtype) if like.is_floating_point() else fill.round().to(like.dtype)

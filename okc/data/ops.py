@@ -170,7 +170,7 @@ _INTERPOLATION = {
     0: InterpolationMode.NEAREST,
     1: InterpolationMode.BILINEAR,
     2: InterpolationMode.BICUBIC,
-    3: InterpolationMode.BILINEAR,  # cv2 INTER_AREA: bilinear with antialias is the tensor analogue
+    3: InterpolationMode.BILINEAR,  # cv2 INTER_AREA: resizes antialias it; warps read it as linear
     4: InterpolationMode.BICUBIC,  # cv2 INTER_LANCZOS4
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
@@ -523,7 +523,8 @@ class _Resizing(SizeOp):
     def __init__(self, interpolation: int | str, antialias: bool, p: float) -> None:
         super().__init__(p)
         self.mode = to_interpolation(interpolation)
-        self.antialias = antialias and self.mode != InterpolationMode.NEAREST
+        area = interpolation in (3, "area")  # cv2's INTER_AREA averages: always antialiased
+        self.antialias = (antialias or area) and self.mode != InterpolationMode.NEAREST
 
     def target(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
