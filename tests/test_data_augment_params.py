@@ -326,7 +326,9 @@ def _differs(a: tuple, b: tuple) -> bool:
         return True
     if not torch.equal(a[1], b[1]):
         return True
-    return any(x.shape != y.shape or not torch.allclose(x, y) for x, y in zip(a[2], b[2]))
+    return any(
+        x.shape != y.shape or not torch.allclose(x, y) for x, y in zip(a[2], b[2], strict=True)
+    )
 
 
 def test_every_parameter_of_every_augmentation_is_listed() -> None:
