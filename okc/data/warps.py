@@ -19,6 +19,7 @@ Where okc deliberately differs from albumentations 1.3.0 (bugs, not behaviour):
   ``(height // 2, width // 2)`` read as (x, y), swapping the centre on non-square images; okc
   anchors them at the image centre. The affine warp and the displacement are one resampling here
   (albumentations resamples twice), so border pixels may differ.
+- ``GridDistortion``: each strip's map leaves out its end point (see the class).
 - ``OpticalDistortion``: cv2's default new camera matrix puts the undistorted centre at
   ``(width - 1) / 2`` while albumentations' camera centre is ``width / 2``, a half-pixel shift of
   every output pixel; okc centres both at the image centre (``shift_limit`` still shifts).
@@ -447,7 +448,10 @@ class RandomSizedCrop(Warp):
 
 class GridDistortion(Warp):
     """albumentations' grid distortion: the image cut into ``num_steps`` strips per axis, each
-    stretched by ``1 + U(distort_limit)``; piecewise-linear maps, per sample."""
+    stretched by ``1 + U(distort_limit)``; piecewise-linear maps, per sample. A strip of ``n``
+    pixels reads ``[prev, cur)`` in ``n`` even steps; albumentations' ``np.linspace`` includes
+    ``cur``, stretching every strip by ``n / (n - 1)`` even with no distortion (a bug okc does
+    not copy: ``distort_limit=0`` is the identity here)."""
 
     def __init__(
         self, *, num_steps: int, distort_limit: Range, normalized: bool, **warp: object
@@ -488,8 +492,7 @@ class GridDistortion(Warp):
             :, segment
         ])  # fmt: skip
         prev = prev[:, segment]
-        fraction = (position - start) / (length - 1).clamp(min=1)
-        return prev + (cur - prev) * fraction
+        return prev + (cur - prev) * (position - start) / length
 
 
 class OpticalDistortion(Warp):
