@@ -168,6 +168,29 @@ def test_accuracy_without_task_explains_what_is_needed():
     assert err.path == "metrics.0.params"
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"num_classes": 3}, torchmetrics.classification.MulticlassJaccardIndex),
+        ({"num_labels": 3}, torchmetrics.classification.MultilabelJaccardIndex),
+        ({"num_labels": 3, "num_classes": 3}, torchmetrics.classification.MultilabelJaccardIndex),
+        ({"task": "binary"}, torchmetrics.classification.BinaryJaccardIndex),
+    ],
+)
+def test_task_left_out_by_torchmetrics_0x_configs_follows_the_size_parameter(params, expected):
+    """TorchOk's configs name JaccardIndex/Accuracy/F1Score without the ``task`` 1.x requires."""
+    for name in ("JaccardIndex", "F1Score", "Accuracy"):
+        spec = Metric(name=name, mapping=MAP, params=params)
+        assert check_metrics([spec]) == []
+        (metric,) = MetricsManager([spec]).phase_metrics["VALID"]
+        assert type(metric).__name__ == expected.__name__.replace("JaccardIndex", name)
+    spec = Metric(name="JaccardIndex", mapping=MAP, params={"num_classes": 3, "ignore_index": 0})
+    manager = MetricsManager([spec])
+    manager.update(Phase.VALID, batch([0, 1, 2, 2], [0, 1, 1, 2]))
+    # class 0 is ignored: IoU(1) = 1/2, IoU(2) = 1/2
+    assert manager.on_epoch_end(Phase.VALID)["valid/JaccardIndex"].item() == pytest.approx(0.5)
+
+
 def test_check_reports_names_params_and_mapping_arguments():
     errors = check_metrics(
         [

@@ -3,8 +3,9 @@
 Per class c, over the batch and all pixels: ``dice_c = (2·Σ p·t + smooth) / (max(Σ(p + t), eps) +
 smooth)``; the loss is ``1 - dice_c`` (or ``-log dice_c``), zero for classes with no positive pixel
 in the batch (Dice is undefined there), averaged over the classes. ``classes`` selects the classes
-that count (broken in TorchOk); ``ignore_index`` (okc) drops pixels in multiclass mode. Everything
-is masking and reductions over static shapes, so it compiles with ``fullgraph=True``.
+that count (broken in TorchOk); ``ignore_index`` (okc) drops pixels whose target equals it, in
+every mode: their probabilities and targets count as zero. Everything is masking and reductions over
+static shapes, so it compiles with ``fullgraph=True``.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ class DiceLoss(nn.Module):
             raise ValueError(f"mode must be 'binary', 'multiclass' or 'multilabel', got {mode!r}")
         if classes is not None and mode == "binary":
             raise ValueError("classes cannot be chosen in binary mode (there is one class)")
-        if ignore_index is not None and mode != "multiclass":
-            raise ValueError("ignore_index applies to multiclass mode only")
         self.mode = mode
         self.log_loss = log_loss
         self.from_logits = from_logits
@@ -85,4 +84,8 @@ class DiceLoss(nn.Module):
         channels = 1 if self.mode == "binary" else input.shape[1]
         probs = input.sigmoid() if self.from_logits else input
         probs = probs.reshape(n, channels, -1)
-        return probs, target.reshape(n, channels, -1).to(probs.dtype)
+        truth = target.reshape(n, channels, -1)
+        if self.ignore_index is None:
+            return probs, truth.to(probs.dtype)
+        keep = truth != self.ignore_index
+        return probs * keep, torch.where(keep, truth, torch.zeros_like(truth)).to(probs.dtype)

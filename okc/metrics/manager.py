@@ -8,10 +8,13 @@ loaders; the same log name twice in a phase is an error. Differences, each fixin
   and a missing output key is reported with the config path and the keys the task does produce;
 - ``on_epoch_end`` skips metrics that saw no batch on any rank (no torchmetrics warnings, and no
   rank waits in a sync the others skip) and logs non-scalar results as ``okc.metrics.values`` says;
-- classification metrics that torchmetrics 1.x split by ``task`` (``Accuracy``, ``F1Score``, ...)
-  report a missing ``task``/``num_classes`` at ``metrics.<i>.params`` with the fix. okc does not
-  guess them from the first batch: a guess from one rank's batch could differ between ranks, and
-  it would hide a config mistake until training runs.
+- classification metrics that torchmetrics 1.x split by ``task`` (``Accuracy``, ``F1Score``,
+  ``JaccardIndex``, ...) get the ``task`` that torchmetrics 0.x configs (TorchOk's) leave out, by
+  one rule read from the params alone: ``num_labels`` given → ``multilabel``, else ``num_classes``
+  given → ``multiclass``. With neither, ``task`` cannot be told (binary has no size parameter)
+  and the missing ``task`` is reported at ``metrics.<i>.params`` with the fix. okc never guesses
+  from a batch: a guess from one rank's batch could differ between ranks, and it would hide a
+  config mistake until training runs.
 
 Distributed results come from torchmetrics' own sync inside ``compute()``.
 """
@@ -230,20 +233,38 @@ def _param_errors(target: Any, spec: Metric, where: str) -> list[ConfigError]:
             )
     if "task" not in spec.params:
         errors = [e for e in errors if "needs 'task'" not in e.message]
-        errors.append(
-            ConfigError(
-                f"{where}.params",
-                f"torchmetrics' {spec.name} needs 'task' (binary, multiclass or multilabel) and, "
-                "for multiclass, 'num_classes' (multilabel: 'num_labels'), e.g. "
-                "{task: multiclass, num_classes: 10} (configs for torchmetrics 0.x omit them)",
+        if implied_task(spec.params) is None:
+            errors.append(
+                ConfigError(
+                    f"{where}.params",
+                    f"torchmetrics' {spec.name} needs 'task' (binary, multiclass or multilabel) "
+                    "and, for multiclass, 'num_classes' (multilabel: 'num_labels'), e.g. "
+                    "{task: multiclass, num_classes: 10} (configs for torchmetrics 0.x omit them)",
+                )
             )
-        )
     return errors
 
 
+def implied_task(params: Mapping[str, Any]) -> str | None:
+    """The ``task`` a torchmetrics 0.x config means when it names none (see the module doc)."""
+    if "task" in params:
+        return params["task"]
+    if params.get("num_labels") is not None:
+        return "multilabel"
+    if params.get("num_classes") is not None:
+        return "multiclass"
+    return None
+
+
 def _build(spec: Metric, where: str) -> Any:
+    params = dict(spec.params)
+    target = METRICS.find(spec.name)
+    if "task" not in params and target is not None and _is_task_wrapper(target):
+        task = implied_task(params)
+        if task is not None:
+            params["task"] = task
     return build(
-        METRICS, spec.name, spec.params, name_path=f"{where}.name", params_path=f"{where}.params"
+        METRICS, spec.name, params, name_path=f"{where}.name", params_path=f"{where}.params"
     )
 
 

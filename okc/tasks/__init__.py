@@ -3,5 +3,12 @@
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
+from okc.tasks.segmentation import SegmentationTask
 
-__all__ = ["BaseTask", "ClassificationTask", "InputSpec", "SingleStageDetectionTask"]
+__all__ = [
+    "BaseTask",
+    "ClassificationTask",
+    "InputSpec",
+    "SegmentationTask",
+    "SingleStageDetectionTask",
+]

@@ -1,6 +1,15 @@
 """Built-in datasets; importing this package registers them in ``okc.registry.DATASETS``."""
 
-from okc.data.datasets import cifar, classification, coco, detection, folder, segmentation, shapes
+from okc.data.datasets import (
+    cifar,
+    classification,
+    coco,
+    detection,
+    folder,
+    segmentation,
+    shapes,
+    sweet_pepper,
+)
 from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
@@ -9,6 +18,7 @@ from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
+from okc.data.datasets.sweet_pepper import SweetPepper
 
 __all__ = [
     "CIFAR10",
@@ -20,6 +30,7 @@ __all__ = [
     "ImageFolder",
     "ImageSegmentationDataset",
     "Shapes",
+    "SweetPepper",
     "cifar",
     "classification",
     "coco",
@@ -27,4 +38,5 @@ __all__ = [
     "folder",
     "segmentation",
     "shapes",
+    "sweet_pepper",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from okc.data.annotations import read_table
 from okc.data.datasets.base import (
     ImageDataset,
@@ -16,6 +18,7 @@ from okc.data.datasets.base import (
     to_dtype,
 )
 from okc.data.io import CorruptSampleError, ImageFormat
+from okc.errors import ParamError
 from okc.registry import DATASETS
 
 
@@ -25,6 +28,11 @@ class ImageSegmentationDataset(ImageDataset):
 
     Samples hold ``mask`` (int64 H,W), which follows geometric augmentations. Paths are relative to
     ``data_folder``; so is ``annotation_path`` unless absolute.
+
+    With ``num_classes`` set, every mask is checked as it is read: a value outside
+    ``[0, num_classes)`` that is not ``ignore_index`` is an error naming the mask file and its CSV
+    line (a ``CorruptSampleError``, so ``skip_corrupt`` skips such samples instead). Without it a
+    bad value surfaces only in the loss, which cannot say which file held it.
     """
 
     def __init__(
@@ -42,7 +50,16 @@ class ImageSegmentationDataset(ImageDataset):
         test_mode: bool = False,
         reader_library: str | None = None,
         skip_corrupt: bool = False,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
     ) -> None:
+        if num_classes is not None and num_classes < 1:
+            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
+        if ignore_index is not None and num_classes is None:
+            raise ParamError(
+                "ignore_index", "only checks masks together with num_classes; set both"
+            )
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         super().__init__(
             input_dtype=input_dtype,
             image_format=image_format,
@@ -84,5 +101,30 @@ class ImageSegmentationDataset(ImageDataset):
                     f"{tuple(image.shape[1:])} ({self.where(row)})",
                     path=self.mask_paths[row],
                 )
+            if self.num_classes is not None:
+                check_mask_values(
+                    mask, self.num_classes, self.ignore_index,
+                    where=f"mask {self.mask_paths[row]} ({self.where(row)})",
+                    path=self.mask_paths[row],
+                )  # fmt: skip
             sample["mask"] = mask.to(self.target_dtype)
         return sample
+
+
+def check_mask_values(
+    mask: torch.Tensor, num_classes: int, ignore_index: int | None, *, where: str, path: str
+) -> None:
+    """Raise a ``CorruptSampleError`` naming ``where`` for class values outside the label set."""
+    bad = (mask < 0) | (mask >= num_classes)
+    if ignore_index is not None:
+        bad &= mask != ignore_index
+    if not bad.any():
+        return
+    values = mask[bad].unique().tolist()
+    shown = ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+    allowed = f"0..{num_classes - 1}" + (f" or {ignore_index}" if ignore_index is not None else "")
+    raise CorruptSampleError(
+        f"{where} holds values {shown} where {allowed} are expected (num_classes "
+        f"{num_classes}); fix the mask, or set num_classes/ignore_index to match the labels",
+        path=path,
+    )

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from okc.models.heads.arcface import ArcFaceHead
 from okc.models.heads.classification import ClassificationHead, LinearHead
+from okc.models.heads.ocr import OCRSegmentationHead
 from okc.models.heads.segmentation import SegmentationHead
 from okc.registry import HEADS
 
-__all__ = ["ArcFaceHead", "ClassificationHead", "LinearHead", "SegmentationHead"]
+__all__ = [
+    "ArcFaceHead",
+    "ClassificationHead",
+    "LinearHead",
+    "OCRSegmentationHead",
+    "SegmentationHead",
+]
 
-for _head in (ClassificationHead, LinearHead, ArcFaceHead, SegmentationHead):
+for _head in (ClassificationHead, LinearHead, ArcFaceHead, SegmentationHead, OCRSegmentationHead):
     HEADS.register(_head)

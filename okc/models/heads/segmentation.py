@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from okc.errors import ParamError
+
+
+@runtime_checkable
+class GivesAuxLogits(Protocol):
+    """A segmentation head whose ``forward(..., with_aux=True)`` returns ``(logits, aux_logits)``
+    (HRNet-OCR's auxiliary classifier), both shaped alike; plain ``forward`` gives the logits."""
+
+    has_aux: bool
+
+
+@runtime_checkable
+class Interpolates(Protocol):
+    """A segmentation head that may leave its logits at the feature map's size (TorchOk's
+    ``do_interpolate: false``) instead of upsampling them to ``image_size``."""
+
+    do_interpolate: bool
+
+
+def gives_aux_logits(head: object) -> bool:
+    """Whether ``head`` (a head or its class) gives auxiliary logits."""
+    return isinstance(head, GivesAuxLogits) and bool(head.has_aux)
 
 
 class SegmentationHead(nn.Module):

@@ -7,12 +7,15 @@ supplied by okc, and states ``out_channels`` and ``out_stride``. No neck means `
 from __future__ import annotations
 
 from okc.models.necks.fpn import FPN
+from okc.models.necks.hrnet import HRNetClassificationNeck, HRNetSegmentationNeck
 from okc.models.necks.last_stage import LastStage
 from okc.models.necks.unet import UNet
 from okc.registry import NECKS
 
-__all__ = ["FPN", "LastStage", "UNet"]
+__all__ = ["FPN", "HRNetClassificationNeck", "HRNetSegmentationNeck", "LastStage", "UNet"]
 
 NECKS.register(UNet)
 NECKS.register(UNet, name="UnetNeck")  # TorchOk's name
 NECKS.register(FPN)
+NECKS.register(HRNetSegmentationNeck)
+NECKS.register(HRNetClassificationNeck)
