@@ -100,7 +100,7 @@ def pad(
     height, width = image.shape[-2:]
     rows = _index(height, top, bottom, border, image.device)
     cols = _index(width, left, right, border, image.device)
-    out = image.index_select(-2, rows.clamp(min=0)).index_select(-1, cols.clamp(min=0))
+    out = image[..., rows.clamp(min=0), :][..., cols.clamp(min=0)]  # faster than index_select
     if border != BORDER_CONSTANT:
         return out
     outside = (rows[:, None] < 0) | (cols[None, :] < 0)
