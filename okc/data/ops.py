@@ -5,14 +5,15 @@ Every op maps ``(image, masks) -> (image, masks)``, or with boxes
 [0, 1] (normalized after ``Normalize``) and ``masks`` a list of float (B,1,H,W) label maps that
 geometric ops move with the image and photometric ops leave alone. Size ops (``per_sample = True``)
 also run on one uint8 (C,H,W) sample with int64 (1,H,W) masks on the CPU, before batching: that
-is what makes differently-sized images batchable.
+is what makes differently-sized images batchable. Other ops that must run before batching (a
+random op ahead of a size op in ``augment``) run there through ``OneSample``.
 
 ``boxes`` is a ``Boxes``: per image an (N_i, 4) xyxy tensor in pixels with its labels. Geometric
 ops move boxes exactly as they move the image (okc's size ops with torchvision's box kernels, the
 same kernels as the image; Kornia's flips, crops, affine and perspective warps with Kornia's own
-transform matrix), photometric ops leave them alone, and an op that cannot move boxes (elastic or
-fisheye warps, a user op without box support) raises an error when boxes are present rather than
-leaving them stale. After every geometric op the boxes are clipped to the image, and a box is
+transform matrix; okc's warps in ``okc.data.warps``), photometric ops leave them alone, and an
+op that cannot move boxes (Kornia's elastic or fisheye warps, a user op without box support)
+raises an error when boxes are present rather than leaving them stale. After every geometric op the boxes are clipped to the image, and a box is
 dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
 or when the fraction of its area still inside the image is at most ``min_visibility``
 (albumentations' rule, which TorchOk's datasets configured; both default to 0).
