@@ -1,0 +1,432 @@
+"""Training images/s of okc against the compute limit, hand-written loops and Lightning.
+
+Every side trains the same timm model on the same CIFAR-10 arrays with the same recipe: SGD with
+Nesterov momentum, cross-entropy with label smoothing 0.1, and pad-4 reflect random crop +
+horizontal flip + normalize. The sides:
+
+- ``limit``: one fixed pre-made batch already on the device; forward, backward, step. Nothing
+  moves, nothing is augmented: no training loop on this machine can go faster with this model.
+- ``eager``: a hand-written loop as one writes it without a framework: index a random batch of
+  the in-memory uint8 array, augment it with tensor ops, forward/backward/step.
+- ``compiled``: the same loop with ``torch.compile(model)``.
+- ``okc``: ``okc.fit`` on an experiment (okc's CIFAR10 dataset, pipeline, augmentation, loop).
+- ``lightning``: PyTorch Lightning with albumentations in DataLoader worker processes, the way
+  TorchOk trains (only when ``lightning`` and ``albumentations`` are installed:
+  ``pip install -r perf/requirements.txt``; never an okc dependency).
+
+One command, one process tree: each round runs every side once, in turn, each in a fresh
+subprocess (so a side's threads, workers and allocator never outlive it), and a side reports
+the images/s of its timed steps, after warm-up steps that absorb start-up and compilation.
+Rounds interleave the sides, so a busy neighbour slows all of them alike. The table gives each
+side's median round, peak memory (the process's max RSS; CUDA: max allocated) and the ratios
+to ``limit`` and to ``lightning``.
+
+Data: ``--cifar DIR`` (a folder holding the official ``cifar-10-python.tar.gz``) or, by default,
+generated arrays of the same shape written as a CIFAR-format archive in a temporary folder.
+
+    .venv/bin/python perf/bench_train.py --model resnet18 --batch-size 128
+    .venv/bin/python perf/bench_train.py --tiny      # seconds: what tests/test_perf_scripts runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+SIDES = ("limit", "eager", "compiled", "okc", "lightning")
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+NUM_CLASSES = 10
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def write_generated(folder: Path, num: int) -> Path:
+    """Random CIFAR-format data (the official archive's layout), for runs without the real one."""
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    per = -(-num // 5)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        files = {f"data_batch_{i}": per for i in range(1, 6)} | {"test_batch": 10}
+        for name, n in files.items():
+            content = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                       b"labels": [int(v) for v in rng.integers(0, NUM_CLASSES, n)]}  # fmt: skip
+            data = pickle.dumps(content, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (folder / "md5").write_text(hashlib.md5(archive.read_bytes()).hexdigest())
+    return folder
+
+
+def load_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The training images (N, 32, 32, 3) uint8 and labels, read with okc's safe CIFAR reader."""
+    from okc.data.datasets.cifar import CIFAR10
+
+    _patch_md5(folder)
+    dataset = CIFAR10(data_folder=str(folder), train=True)
+    return dataset.images.permute(0, 2, 3, 1).numpy(), dataset.targets.numpy()
+
+
+def _patch_md5(folder: Path) -> None:
+    """Generated archives are not the official file: let okc's md5 check accept this one."""
+    md5 = folder / "md5"
+    if md5.is_file():
+        import attrs
+
+        from okc.data.datasets import cifar
+
+        cifar.ARCHIVES["CIFAR10"] = attrs.evolve(cifar.ARCHIVES["CIFAR10"], md5=md5.read_text())
+
+
+# --- what every side shares -----------------------------------------------------------------------
+
+
+def make_model(args: argparse.Namespace) -> nn.Module:
+    import timm
+
+    return timm.create_model(args.model, num_classes=NUM_CLASSES)
+
+
+def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4)  # fmt: skip
+
+
+def augment(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Pad-4 reflect random crop + horizontal flip + normalize, on a uint8 (B,3,32,32) batch."""
+    x = images.float().div_(255)
+    b, _, h, w = x.shape
+    padded = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    dy = torch.randint(0, 9, (b,), generator=generator)
+    dx = torch.randint(0, 9, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(b, 3, h, w + 8)
+    x = padded.gather(2, rows.to(x.device))
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(b, 3, h, w)
+    x = x.gather(3, cols.to(x.device))
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    mean = torch.tensor(MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(STD, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+def timed(steps: Iterator[None], args: argparse.Namespace, device: torch.device) -> float:
+    """Images/s over ``args.steps`` steps, after ``args.warmup`` untimed ones."""
+    for _ in range(args.warmup):
+        next(steps)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        next(steps)
+    synchronize(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- the sides ------------------------------------------------------------------------------------
+
+
+def side_limit(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+    model, loss_fn = make_model(args).to(device).train(), _loss()
+    optimizer = make_optimizer(model, args)
+    images, labels = load_arrays(folder)
+    g = torch.Generator().manual_seed(0)
+    x = augment(torch.from_numpy(images[: args.batch_size]).permute(0, 3, 1, 2), g).to(device)
+    y = torch.from_numpy(labels[: args.batch_size]).long().to(device)
+
+    def steps() -> Iterator[None]:
+        while True:
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            yield
+
+    return timed(steps(), args, device)
+
+
+def side_hand(args: argparse.Namespace, folder: Path, device: torch.device,
+              *, compiled: bool) -> float:  # fmt: skip
+    model, loss_fn = make_model(args).to(device).train(), _loss()
+    optimizer = make_optimizer(model, args)
+    forward = torch.compile(model) if compiled else model
+    images, labels = load_arrays(folder)
+    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 (N,3,32,32)
+    targets = torch.from_numpy(labels).long()
+    g = torch.Generator().manual_seed(0)
+
+    def steps() -> Iterator[None]:
+        while True:
+            order = torch.randperm(len(data), generator=g)
+            for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
+                index = order[start : start + args.batch_size]
+                x = augment(data[index].to(device, non_blocking=True), g)
+                y = targets[index].to(device, non_blocking=True)
+                loss_fn(forward(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                yield
+
+    return timed(steps(), args, device)
+
+
+def side_okc(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+    import okc
+    from okc.config.load import experiment_from_data
+    from okc.engine.hooks import Callback, RunView
+    from okc.engine.loop import Loop
+
+    _patch_md5(folder)
+
+    class Timer(Callback):
+        def __init__(self) -> None:
+            self.start = 0.0
+            self.rate = float("nan")
+
+        def on_train_batch_end(self, run: RunView, logs: Any) -> None:
+            if run.global_step == args.warmup:
+                synchronize(device)
+                self.start = time.perf_counter()
+            elif run.global_step == args.warmup + args.steps:
+                synchronize(device)
+                elapsed = time.perf_counter() - self.start
+                self.rate = args.steps * args.batch_size / elapsed
+
+    with tempfile.TemporaryDirectory() as logs:
+        exp = experiment_from_data(okc_experiment(args, folder, logs, device), name="bench")
+        timer = Timer()
+        Loop(exp, callbacks=[timer]).fit()
+    del okc
+    return timer.rate
+
+
+def okc_experiment(args: argparse.Namespace, folder: Path, logs: str,
+                   device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """The okc side as a user writes it: an experiment file's contents."""
+    return {
+        "task": {"name": "ClassificationTask", "params": {
+            "backbone_name": args.model, "pooling_name": "Pooling",
+            "head_name": "ClassificationHead", "head_params": {"num_classes": NUM_CLASSES}}},
+        "joint_loss": {"losses": [{"name": "CrossEntropyLoss", "params": {"label_smoothing": 0.1},
+                                   "mapping": {"input": "prediction", "target": "target"}}]},
+        "optimization": [{"optimizer": {"name": "SGD", "params": {
+            "lr": args.lr, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}}}],
+        "data": {"TRAIN": [{
+            "dataset": {
+                "name": "CIFAR10", "params": {"data_folder": str(folder), "train": True},
+                "transform": [{"name": "Normalize", "params": {"mean": list(MEAN),
+                                                               "std": list(STD)}}],
+                "augment": [
+                    {"name": "RandomCrop", "params": {"size": [32, 32], "padding": 4,
+                                                      "padding_mode": "reflect"}},
+                    {"name": "HorizontalFlip"},
+                ],
+            },
+            "dataloader": {"batch_size": args.batch_size, "shuffle": True, "drop_last": True,
+                           "num_workers": args.okc_workers},
+        }]},
+        "trainer": {"accelerator": device.type, "max_steps": args.warmup + args.steps,
+                    "max_epochs": -1, "compile": args.okc_compile, "enable_checkpointing": False,
+                    "enable_progress_bar": False, "num_sanity_val_steps": 0,
+                    "log_every_n_steps": 50},
+        "logger": {"log_dir": logs, "experiment_name": "bench"},
+        "seed_params": {"seed": 0},
+    }  # fmt: skip
+
+
+def side_lightning(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+    import albumentations as A
+    import lightning as L
+    from albumentations.pytorch import ToTensorV2
+
+    images, labels = load_arrays(folder)
+    transform = A.Compose([
+        A.PadIfNeeded(40, 40, border_mode=4), A.RandomCrop(32, 32), A.HorizontalFlip(),
+        A.Normalize(mean=MEAN, std=STD), ToTensorV2(),
+    ])  # fmt: skip
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int) -> tuple[Tensor, int]:
+            return transform(image=images[i])["image"], int(labels[i])
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.loss = make_model(args), _loss()
+
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            x, y = batch
+            return self.loss(self.model(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return make_optimizer(self.model, args)
+
+    rate: list[float] = []
+
+    class Timer(L.Callback):
+        def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
+            step = trainer.global_step
+            if step == args.warmup:
+                synchronize(device)
+                self.start = time.perf_counter()
+            elif step == args.warmup + args.steps:
+                synchronize(device)
+                rate.append(args.steps * args.batch_size / (time.perf_counter() - self.start))
+
+    loader = torch.utils.data.DataLoader(
+        Data(), batch_size=args.batch_size, shuffle=True, drop_last=True,
+        num_workers=args.lightning_workers, pin_memory=device.type == "cuda",
+        persistent_workers=args.lightning_workers > 0,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator=device.type, devices=1, max_steps=args.warmup + args.steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[Timer()],
+    )  # fmt: skip
+    trainer.fit(Module(), loader)
+    return rate[0]
+
+
+def _loss() -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=0.1)
+
+
+RUNS: dict[str, Callable[[argparse.Namespace, Path, torch.device], float]] = {
+    "limit": side_limit,
+    "eager": lambda a, f, d: side_hand(a, f, d, compiled=False),
+    "compiled": lambda a, f, d: side_hand(a, f, d, compiled=True),
+    "okc": side_okc,
+    "lightning": side_lightning,
+}
+
+
+def run_side(args: argparse.Namespace) -> None:
+    """In the subprocess: one side, one measurement, printed as JSON on the last line."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    rate = RUNS[args.side](args, Path(args.data), device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps({"side": args.side, "images_per_s": rate, "peak_mib": peak}))
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+
+def available(side: str) -> bool:
+    if side != "lightning":
+        return True
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("lightning", "albumentations"))
+
+
+def measure(args: argparse.Namespace, side: str, data: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--side", side, "--data", str(data), *args.passthrough]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    if done.returncode != 0:
+        raise SystemExit(f"side {side} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]) -> str:
+    median = {s: statistics.median(r["images_per_s"] for r in rs) for s, rs in results.items()}
+    peak = {s: max(r["peak_mib"] for r in rs) for s, rs in results.items()}
+    unit = "MiB (CUDA)" if args.device == "cuda" else "MiB (RSS)"
+    lines = [
+        f"{args.model}, batch {args.batch_size}, {args.device}, torch threads "
+        f"{args.threads or torch.get_num_threads()}, {args.rounds} rounds x {args.steps} steps "
+        f"after {args.warmup} warm-up, load average {os.getloadavg()[0]:.2f}",
+        f"| side | images/s (median) | rounds | peak {unit} | / limit | / lightning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side, rate in median.items():
+        rounds = ", ".join(f"{r['images_per_s']:.0f}" for r in results[side])
+        vs_l = f"{rate / median['lightning']:.2f}" if "lightning" in median else "-"
+        lines.append(f"| {side} | {rate:.0f} | {rounds} | {peak[side]:.0f} | "
+                     f"{rate / median['limit']:.2f} | {vs_l} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--okc-workers", default="2", help="okc's dataloader num_workers")
+    parser.add_argument("--okc-compile", default="auto")
+    parser.add_argument("--lightning-workers", type=int, default=2)
+    parser.add_argument("--cifar", type=Path, help="folder with cifar-10-python.tar.gz")
+    parser.add_argument("--num-images", type=int, default=10000, help="generated data size")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per side and round")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.model, args.batch_size, args.steps, args.warmup, args.rounds = (
+            "test_resnet", 8, 2, 1, 1)  # fmt: skip
+        args.num_images = 64
+    args.okc_workers = args.okc_workers if args.okc_workers == "auto" else int(args.okc_workers)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.side:
+        run_side(args)
+        return
+    args.passthrough = [a for a in argv if a not in ("--tiny",)]
+    if args.tiny:
+        args.passthrough += ["--model", args.model, "--batch-size", str(args.batch_size),
+                             "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+    sides = [s for s in args.sides.split(",") if available(s)]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.cifar or write_generated(Path(tmp), args.num_images)
+        results: dict[str, list[dict[str, float]]] = {s: [] for s in sides}
+        for _ in range(args.rounds):
+            for side in sides:
+                results[side].append(measure(args, side, data))
+    print(report(args, results))
+
+
+if __name__ == "__main__":
+    main()
