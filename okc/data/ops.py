@@ -13,8 +13,8 @@ ops move boxes exactly as they move the image (okc's size ops with torchvision's
 same kernels as the image; Kornia's flips, crops, affine and perspective warps with Kornia's own
 transform matrix; okc's warps in ``okc.data.warps``), photometric ops leave them alone, and an
 op that cannot move boxes (Kornia's elastic or fisheye warps, a user op without box support)
-raises an error when boxes are present rather than leaving them stale. After every geometric op the boxes are clipped to the image, and a box is
-dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
+raises an error when boxes are present rather than leaving them stale. After every geometric op
+the boxes are clipped to the image, and a box is dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
 or when the fraction of its area still inside the image is at most ``min_visibility``
 (albumentations' rule, which TorchOk's datasets configured; both default to 0).
 
