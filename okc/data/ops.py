@@ -14,8 +14,9 @@ same kernels as the image; Kornia's flips, crops, affine and perspective warps w
 transform matrix; okc's warps in ``okc.data.warps``), photometric ops leave them alone, and an
 op that cannot move boxes (Kornia's elastic or fisheye warps, a user op without box support)
 raises an error when boxes are present rather than leaving them stale. After every geometric op
-the boxes are clipped to the image, and a box is dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
-or when the fraction of its area still inside the image is at most ``min_visibility``
+the boxes are clipped to the image, and a box is dropped with its label when nothing of it is
+left, when its area is at most ``min_area`` pixels or when the fraction of its area still inside
+the image is at most ``min_visibility``
 (albumentations' rule, which TorchOk's datasets configured; both default to 0).
 
 Random choices are made per sample, as albumentations does; containers apply a child to the
