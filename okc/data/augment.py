@@ -203,5 +203,14 @@ def split_augment(built: Sequence[nn.Module]) -> tuple[list[nn.Module], list[nn.
     the batch, on the device, after the transform's size ops.
     """
     last = max((i for i, op in enumerate(built) if ops.holds_size_op(op)), default=-1)
-    per_sample = [ops.OneSample(op) for op in built[: last + 1]]
+    groups: list[list[nn.Module]] = []  # consecutive random ops share one float round trip
+    for op in built[: last + 1]:
+        if groups and not ops.runs_per_sample(op) and not ops.runs_per_sample(groups[-1][-1]):
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+    per_sample = [
+        ops.OneSample(group[0] if ops.runs_per_sample(group[0]) else ops.Chain(group))
+        for group in groups
+    ]
     return per_sample, list(built[last + 1 :])
