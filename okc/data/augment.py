@@ -32,9 +32,7 @@ from okc.data import albu_geometric, albu_photometric, ops  # albu_*: register t
 from okc.errors import ConfigError, ConfigErrors, OkcError, ParamError
 from okc.registry import AUGMENTATIONS
 
-ADAPTER_MODULES = (albu_geometric, albu_photometric)
-
-Pair = Sequence[float]
+ADAPTER_MODULES = (albu_geometric, albu_photometric)  # imported for their registrations
 _register = AUGMENTATIONS.register
 CONTAINERS = ("Compose", "Sequential", "OneOf", "SomeOf")
 
