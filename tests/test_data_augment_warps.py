@@ -4,6 +4,7 @@ ops in ``augment`` that run per sample so images of different sizes batch."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,33 @@ def test_segmentation_masks_stay_aligned_through_the_pipeline(tmp_path: Path) ->
             out = pipeline.to_device(batch)
             assert out["image"].shape == (4, 3, 16, 16) and out["mask"].shape == (4, 16, 16)
             torch.testing.assert_close(out["image"][:, 0] * 255 / 50, out["mask"].float())
+
+
+def test_per_sample_random_ops_are_safe_in_loader_threads() -> None:
+    """Kornia's modules keep their last call's parameters on themselves: loader threads each
+    get their own copy (sharing one mixed samples up and failed inside Kornia)."""
+    built = build_ops(
+        [Augmentation("HorizontalFlip"), Augmentation("VerticalFlip"),
+         Augmentation("Resize", {"height": 8, "width": 8})], path="aug",
+    )  # fmt: skip
+    per_sample, _ = split_augment(built)
+    errors: list[str] = []
+
+    def work() -> None:
+        try:
+            for _ in range(60):
+                image, mask = torch.randint(0, 255, (3, 10, 12), dtype=torch.uint8), torch.zeros(
+                    1, 10, 12, dtype=torch.int64)  # fmt: skip
+                mask[:, :5, :6] = 1
+                for op in per_sample:
+                    image, (mask,) = op(image, [mask])
+                assert image.shape == (3, 8, 8) and mask.sum() == 16
+        except Exception as err:
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]

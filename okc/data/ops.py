@@ -36,6 +36,9 @@ Any other module is called as ``(image, masks) -> (image, masks)`` and refused o
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -335,14 +338,28 @@ class OneSample(BatchOp):
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         if runs_per_sample(self.op):
             return run(self.op, image, masks, boxes)
+        op = self._thread_copy()
         integer = image.dtype == torch.uint8
         batch = image[None].float() / 255 if integer else image[None]
-        out, out_masks, boxes = run(self.op, batch, [m[None].float() for m in masks], boxes)
+        out, out_masks, boxes = run(op, batch, [m[None].float() for m in masks], boxes)
         out = (out[0] * 255).round_().clamp_(0, 255).to(torch.uint8) if integer else out[0]
         return out, [m[0].round().to(o.dtype) for m, o in zip(out_masks, masks, strict=True)], boxes
 
     def box_problem(self) -> str | None:
         return box_problem(self.op)
+
+    def _thread_copy(self) -> nn.Module:
+        """This loader thread's own copy of the op: Kornia's modules keep the parameters of
+        their last call on themselves, so threads sharing one would mix their samples' draws."""
+        copies = getattr(_THREAD, "copies", None)
+        if copies is None:
+            copies = _THREAD.copies = weakref.WeakKeyDictionary()
+        if self not in copies:
+            copies[self] = copy.deepcopy(self.op)
+        return copies[self]
+
+
+_THREAD = threading.local()
 
 
 def apply_to(
