@@ -6,7 +6,7 @@ result = okc.fit(exp)
 okc.test(exp, checkpoint=result.best_checkpoint)
 """
 
-from okc.api import check, export, fit, predict, test, validate
+from okc.api import check, export, find_lr, fit, predict, test, validate
 from okc.config.load import load_experiment
 from okc.config.schema import Experiment, Phase
 from okc.errors import ConfigError, ConfigErrors, OkcError
@@ -53,6 +53,7 @@ __all__ = [
     "__version__",
     "check",
     "export",
+    "find_lr",
     "fit",
     "load_experiment",
     "predict",

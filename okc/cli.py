@@ -1,8 +1,8 @@
 """The ``okc`` command: argument parsing and printing only; the work is library calls in okc.api.
 
-    okc fit|validate|test|predict|export|check EXPERIMENT [key=value ...] [--debug]
-    okc run EXPERIMENT [+mode=train|test|predict]      (TorchOk's run modes)
-    python -m okc -cp DIR -cn NAME [key=value ...]      (TorchOk's Hydra-style invocation)
+    okc fit|validate|test|predict|export|check|find-lr EXPERIMENT [key=value ...] [--debug]
+    okc run EXPERIMENT [+mode=train|test|predict|find_lr]   (TorchOk's run modes)
+    python -m okc -cp DIR -cn NAME [key=value ...]          (TorchOk's Hydra-style invocation)
 
 User errors print one short block and exit 2; ``--debug`` shows the traceback instead.
 """
@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from okc import __version__
 from okc.errors import ConfigErrors, OkcError
@@ -25,6 +26,7 @@ COMMANDS = {
     "predict": "run the PREDICT phase and write predictions to a file",
     "export": "export the model to ONNX and/or TorchScript",
     "check": "validate the experiment without building it and print it resolved",
+    "find-lr": "learning-rate range test: suggest a learning rate, write the loss curve",
     "run": "TorchOk style: run the experiment's `mode` (train by default)",
 }
 
@@ -48,18 +50,36 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--format", choices=("onnx", "torchscript", "all"), default="onnx", dest="fmt"
             )
+        if name in ("find-lr", "run"):
+            _find_lr_options(p)
     return parser
 
 
+def _find_lr_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-lr", type=float, default=1e-8, help="first lr of the sweep")
+    p.add_argument("--max-lr", type=float, default=1.0, help="last lr of the sweep")
+    p.add_argument("--num-steps", type=int, default=100, help="optimizer steps of the sweep")
+    p.add_argument(
+        "--early-stop-threshold", type=float, default=4.0,
+        help="stop when the smoothed loss exceeds this many times its minimum",
+    )  # fmt: skip
+    p.add_argument("--output", type=Path, help="where to write (find-lr: the curve, .csv/.png)")
+
+
 def _hydra_argv(argv: list[str]) -> list[str]:
-    """Turn TorchOk's ``-cp DIR -cn NAME [overrides]`` into ``run DIR/NAME.yaml [overrides]``."""
+    """Turn TorchOk's ``-cp DIR -cn NAME [overrides]`` into ``run DIR/NAME.yaml [overrides]``.
+
+    Hydra's spellings are accepted (``-cp DIR``, ``--config-path DIR``, ``--config-path=DIR``);
+    a relative ``-cp`` is relative to the working folder (TorchOk's, to its package folder).
+    """
     short = {"-cp": "cp", "--config-path": "cp", "-cn": "cn", "--config-name": "cn"}
     opts: dict[str, str] = {}
     rest: list[str] = []
     it = iter(argv)
     for arg in it:
-        if arg in short:
-            opts[short[arg]] = next(it, "")
+        flag, eq, value = arg.partition("=")
+        if flag in short:
+            opts[short[flag]] = value if eq else next(it, "")
         else:
             rest.append(arg)
     folder, name = Path(opts.get("cp", ".")), opts.get("cn", "")
@@ -87,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     exp = api.load_experiment(args.experiment, args.overrides)
     if args.command == "check":
         return _check(exp, args.experiment)
-    command = exp.mode or "train" if args.command == "run" else args.command
+    command = (exp.mode or "train") if args.command == "run" else args.command
     checkpoint, output = getattr(args, "checkpoint", None), getattr(args, "output", None)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, print once
     if command in ("fit", "train"):
@@ -109,22 +129,46 @@ def _run(args: argparse.Namespace) -> int:
     elif command == "export":
         for path in api.export(exp, checkpoint=checkpoint, output=output, fmt=args.fmt):
             print(f"exported {path}")
+    elif command in ("find-lr", "find_lr"):
+        _find_lr(api, exp, args, main_process=main_process)
     return 0
 
 
-def _check(exp: object, source: Path) -> int:
+def _find_lr(api: Any, exp: Any, args: argparse.Namespace, *, main_process: bool) -> None:
+    result = api.find_lr(
+        exp, min_lr=args.min_lr, max_lr=args.max_lr, num_steps=args.num_steps,
+        early_stop_threshold=args.early_stop_threshold, output=args.output,
+    )  # fmt: skip
+    if not main_process:
+        return
+    print(f"find-lr: {len(result.lrs)} steps, {result.stop_reason}")
+    if result.suggestion is None:
+        print("no suggestion: the smoothed loss did not fall over the sweep (widen it)")
+    else:
+        print(f"suggested learning rate: {result.suggestion:.3g} (steepest fall of the loss)")
+    print(f"loss curve: {result.csv}" + (f", {result.png}" if result.png else ""))
+    if result.note:
+        print(f"note: {result.note}")
+
+
+def _check(exp: Any, source: Path) -> int:
     import yaml
-    from rich.console import Console
-    from rich.syntax import Syntax
 
     from okc import api
 
-    console = Console(soft_wrap=True)
-    console.print(Syntax(yaml.safe_dump(exp.to_dict(), sort_keys=False), "yaml"))
+    text = yaml.safe_dump(exp.to_dict(), sort_keys=False, width=2**16)
     errors = api.check(exp)
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.syntax import Syntax
+
+        console = Console(soft_wrap=True)
+        console.print(Syntax(text, "yaml", word_wrap=True))
+    else:  # piped or redirected: the text as is, never cut to a terminal's width
+        sys.stdout.write(text)
     if errors:
         raise ConfigErrors(errors)
-    console.print(f"[green]ok:[/] {source} is valid; every component name resolves")
+    print(f"ok: {source} is valid; every component name resolves", flush=True)
     return 0
 
 
@@ -147,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.formatwarning = _format_warning  # one line per warning, no source excerpt
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
+    if any(a.partition("=")[0] in ("-cp", "-cn", "--config-path", "--config-name") for a in argv):
         argv = _hydra_argv(argv)
     parser = _parser()
     # Options may come after the overrides (`okc fit x.yml a=1 --debug b=2`).

@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import box_iou
 
 from okc.errors import ConfigError, ConfigErrors, ParamError
-from okc.export.onnx import OnnxModel, export_onnx
+from okc.exports.onnx import OnnxModel, export_onnx
 from okc.models.detection import FPN, FCOSHead, RetinaNetHead, build_detection_model
 from okc.models.detection.assign import IGNORED, NEGATIVE, fcos_assign, max_iou_assign
 from okc.models.detection.configs import AssignerCfg

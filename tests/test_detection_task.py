@@ -187,8 +187,10 @@ ISSUE_12 = {"FreezeUnfreeze", "FinalizeLogger", "MLFlowLoggerX"}
 
 
 def _torchok_env(monkeypatch: pytest.MonkeyPatch, home: Path | None = None) -> None:
-    monkeypatch.setenv("DB_URI", "sqlite:///mlflow.db")
-    monkeypatch.setenv("S3_ARTIFACT_BUCKET", "file:///tmp/okc-artifacts")
+    # MLFlowLoggerX exists now: a run writes its database and artifacts, so keep them in ``home``
+    store = home if home is not None else Path("/tmp")
+    monkeypatch.setenv("DB_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("S3_ARTIFACT_BUCKET", f"file://{store / 'okc-artifacts'}")
     if home is not None:
         monkeypatch.setenv("HOME", str(home))
 
@@ -296,8 +298,8 @@ def test_okc_export_writes_the_network_before_nms(tmp_path: Path) -> None:
     scores of every prior), each within okc's tolerance of PyTorch (it warns otherwise)."""
     import warnings
 
-    from okc.export.onnx import OnnxModel
-    from okc.export.torchscript import load_torchscript
+    from okc.exports.onnx import OnnxModel
+    from okc.exports.torchscript import load_torchscript
 
     exp = tiny(tmp_path)
     with warnings.catch_warnings(record=True) as caught:

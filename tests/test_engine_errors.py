@@ -53,15 +53,15 @@ def test_nonfinite_batches_can_be_skipped(tiny_exp) -> None:
 def test_mapping_to_a_key_the_task_does_not_produce(tiny_exp) -> None:
     with pytest.raises(ConfigErrors) as err:
         okc.fit(tiny_exp("joint_loss.losses.0.mapping.input=logits"))
-    assert str(err.value) == (
-        "joint_loss.losses.0.mapping.input: the task's outputs have no 'logits'; "
+    assert str(err.value) == (  # found by the check fit runs first
+        "joint_loss.losses.0.mapping.input: ClassificationTask produces no 'logits'; "
         "it produces: embeddings, prediction, target"
     )
 
 
 def test_unknown_component_in_a_run(tiny_exp) -> None:
     with pytest.raises(
-        ConfigError,
+        ConfigErrors,
         match=r"^callbacks\.0\.name: unknown callback 'ModelCheckpiont', did you mean 'ModelCheckpoint'\?",
     ):
         okc.fit(tiny_exp("+callbacks=[{name: ModelCheckpiont}]"))
@@ -91,7 +91,7 @@ def test_monitor_that_is_never_logged(tiny_exp) -> None:
 
 
 def test_resume_path_that_does_not_exist(tiny_exp, tmp_path: Path) -> None:
-    with pytest.raises(OkcError, match="resume_path not found: .*nope.ckpt"):
+    with pytest.raises(OkcError, match="resume_path: file not found: .*nope.ckpt"):
         okc.fit(tiny_exp(f"resume_path={tmp_path / 'nope.ckpt'}"))
 
 

@@ -27,7 +27,7 @@ from okc.engine.build import build_task
 from okc.engine.checkpoint import load_weights, read_checkpoint
 from okc.engine.seed import seed_everything
 from okc.errors import ConfigError, OkcError
-from okc.export.onnx import OnnxModel
+from okc.exports.onnx import OnnxModel
 from okc.losses.dice import DiceLoss
 from okc.metrics import MetricsManager
 from okc.tasks import ClassificationTask, SegmentationTask
@@ -424,7 +424,7 @@ def test_predict_writes_palette_pngs_equal_to_the_argmax(trained, tmp_path: Path
 
 def test_export_of_a_segmentation_model_matches_torch(trained, tmp_path: Path) -> None:
     """``okc export --format all``: ONNX and TorchScript, at an odd size (padding exported)."""
-    from okc.export.torchscript import load_torchscript
+    from okc.exports.torchscript import load_torchscript
 
     data, checkpoint = trained
     data = {**data, "task": {**data["task"]}}
@@ -487,7 +487,7 @@ def test_forward_with_gt_compiles_in_one_graph(head: str) -> None:
 
 
 def test_onnx_export_of_an_ocr_head_matches_torch(tmp_path: Path) -> None:
-    from okc.export.onnx import export_onnx
+    from okc.exports.onnx import export_onnx
 
     torch.manual_seed(0)
     task = SegmentationTask(

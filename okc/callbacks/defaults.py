@@ -2,13 +2,15 @@
 
 ``fit`` gets a ``ModelCheckpoint(save_last=True)`` when the experiment has none (unless
 ``trainer.enable_checkpointing: false``), every stage a ``ProgressBar`` (unless
-``trainer.enable_progress_bar: false``); ``fast_dev_run`` saves nothing, as in Lightning.
+``trainer.enable_progress_bar: false``) and a ``FinalizeLogger`` (so a crashed run is never
+logged as finished); ``fast_dev_run`` saves nothing, as in Lightning.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from okc.callbacks.finalize import FinalizeLogger
 from okc.callbacks.lr_monitor import LearningRateMonitor
 from okc.callbacks.model_checkpoint import ModelCheckpoint
 from okc.callbacks.progress import ProgressBar
@@ -35,6 +37,8 @@ def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
         isinstance(c, ProgressBar) for c in callbacks
     ):
         callbacks.append(ProgressBar())
+    if not any(isinstance(c, FinalizeLogger) for c in callbacks):
+        callbacks.append(FinalizeLogger())
     if stage != "fit":
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks

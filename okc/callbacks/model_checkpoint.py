@@ -84,10 +84,18 @@ class ModelCheckpoint(Callback):
 
     def on_interrupt(self, run: RunView) -> None:
         path = self._path_for("last", run, {})
-        run.save_checkpoint(path)
+        self._write(run, path, weights_only=False)
         self.last_model_path = path
 
     # --- what -------------------------------------------------------------------------------------
+
+    def _write(self, run: RunView, path: Path, *, weights_only: bool) -> None:
+        """Every checkpoint this callback writes goes through here (subclasses add files)."""
+        run.save_checkpoint(path, weights_only=weights_only)
+
+    def _remove(self, path: Path) -> None:
+        """A checkpoint that fell out of the top k (subclasses remove their files with it)."""
+        path.unlink(missing_ok=True)
 
     def _save(self, run: RunView, metrics: Mapping[str, float], *, due_top_k: bool) -> None:
         if due_top_k and self.save_top_k != 0:
@@ -99,7 +107,7 @@ class ModelCheckpoint(Callback):
     def _save_last(self, run: RunView) -> None:
         if self.save_last:
             path = self._path_for("last", run, {})
-            run.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._write(run, path, weights_only=self.save_weights_only)
             self.last_model_path = path
 
     def _score(self, run: RunView, metrics: Mapping[str, float]) -> float | None:
@@ -125,9 +133,9 @@ class ModelCheckpoint(Callback):
             if self.monitor is None and self.save_top_k == 1:
                 for old in list(self.best_k):
                     if old != str(path):
-                        Path(old).unlink(missing_ok=True)
+                        self._remove(Path(old))
                 self.best_k.clear()
-            run.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._write(run, path, weights_only=self.save_weights_only)
             self.best_k[str(path)] = score if score is not None else math.nan
             self.best_model_path = path if score is None else self._best_path()
             return
@@ -140,8 +148,8 @@ class ModelCheckpoint(Callback):
                 return
             del self.best_k[worst]
             if worst != str(path):
-                Path(worst).unlink(missing_ok=True)
-        run.save_checkpoint(path, weights_only=self.save_weights_only)
+                self._remove(Path(worst))
+        self._write(run, path, weights_only=self.save_weights_only)
         self.best_k[str(path)] = score
         self.best_model_path = self._best_path()
         if self.verbose:

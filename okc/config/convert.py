@@ -249,12 +249,31 @@ def _child_path(path: str, exc: BaseException) -> str:
     return path
 
 
+# Keys of TorchOk's 2022 pre-release format (its tests/base_tests/constructor/configs), which
+# no released TorchOk accepted either: where each went.
+_MOVED = {
+    ("Experiment", "log_dir"): "logger.log_dir",
+    ("Experiment", "experiment_name"): "logger.experiment_name",
+    ("Experiment", "checkpoint"): "the params of a ModelCheckpoint entry in callbacks",
+    ("Trainer", "gpus"): "trainer.devices (with accelerator: gpu)",
+    **{("Dataset", k): f"dataset.params.{k}" for k in ("data_folder", "annotation_path",
+                                                       "num_classes", "csv_path", "train")},
+}  # fmt: skip
+
+
+def _unknown_key(cl: type, key: str, known: list[str]) -> str:
+    moved = _MOVED.get((cl.__name__, key))
+    if moved:
+        return f"unknown key (an early TorchOk format; it is {moved} now)"
+    return "unknown key" + did_you_mean(key, known)
+
+
 def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
     """Flatten a cattrs exception group into one ``ConfigError`` per problem."""
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)]
         return [
-            ConfigError(f"{path}.{k}" if path else k, "unknown key" + did_you_mean(k, known))
+            ConfigError(f"{path}.{k}" if path else k, _unknown_key(exc.cl, k, known))
             for k in sorted(exc.extra_fields)
         ]
     if isinstance(exc, (ClassValidationError, IterableValidationError)):

@@ -112,7 +112,7 @@ class _Resolver:
         if colon and not head.startswith("."):
             resolver = head.strip()
             if resolver in ("env", "oc.env"):
-                return self.env(arg, path)
+                return self.env(arg, path, resolver=resolver)
             if resolver == "now":
                 return self.now.strftime(self.string(arg, path))
             raise ConfigError(
@@ -121,7 +121,7 @@ class _Resolver:
             )
         return self.reference(self.string(body, path).strip(), path)
 
-    def env(self, arg: str, path: tuple) -> Any:
+    def env(self, arg: str, path: tuple, *, resolver: str) -> Any:
         name, *default = _split_top(arg, ",")
         name = str(self.string(name.strip(), path))
         value = os.environ.get(name)
@@ -131,7 +131,9 @@ class _Resolver:
             value = self.string(",".join(default).strip(), path)
             return parse_value(value) if isinstance(value, str) else value
         raise ConfigError(
-            _dotted(path), f"environment variable {name} is not set (used as ${{env:{name}}})"
+            _dotted(path),
+            f"environment variable {name} is not set (used as ${{{resolver}:{name}}}); set it, "
+            f"or give a default: ${{{resolver}:{name},value}}",
         )
 
     def reference(self, ref: str, path: tuple) -> Any:

@@ -278,8 +278,9 @@ class Experiment:
     logger: Logger | None = None
     resume_path: str | None = None
     seed_params: SeedParams | None = None
-    # TorchOk's run mode (``+mode=test``); okc's subcommands take its place, ``okc run`` reads it.
-    mode: Literal["train", "test", "predict"] | None = None
+    # TorchOk's run mode (``+mode=test``); okc's subcommands take its place, ``okc run`` (and
+    # ``python -m okc -cp DIR -cn NAME``) reads it.
+    mode: Literal["train", "test", "predict", "find_lr"] | None = None
     # okc: a name for logs and checkpoints (default: the experiment file's stem) and modules of
     # user components to import before names are looked up.
     name: str | None = None

@@ -3,9 +3,9 @@
 Concrete callbacks live in ``okc.callbacks`` (above the engine); the API layer hands the loop its
 callbacks, so the engine imports none of them. Every hook receives a ``RunView``: the run's
 position and results, read-only, plus a few actions (``save_checkpoint``, ``request_stop``,
-``log``). A callback never writes the loop's attributes. Callbacks with state (best scores,
-patience counters) implement ``state_dict``/``load_state_dict``; the checkpointer saves them and
-restores them on resume.
+``log``, ``set_status``). A callback never writes the loop's attributes. Callbacks with state
+(best scores, patience counters) implement ``state_dict``/``load_state_dict``; the checkpointer
+saves them and restores them on resume.
 
 Order within an epoch of ``fit``::
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 from torch.optim import Optimizer
@@ -127,6 +127,13 @@ class RunView:
     def log(self, values: Mapping[str, float]) -> dict[str, float]:
         """Record values under the current step, as the loop's own metrics are."""
         return self._loop.log(values)
+
+    def set_status(self, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
+        """How the run ended, for its loggers: they record it when the loop closes them, after
+        ``teardown`` (MLflow's run status, the last record of metrics.jsonl). FINISHED unless a
+        callback (``FinalizeLogger``) says otherwise. Only the main process has loggers."""
+        if self._loop.logger is not None:
+            self._loop.logger.set_status(status)
 
 
 class Callback:

@@ -105,6 +105,10 @@ def load_evaluation_weights(
     """Weights for evaluation and export: ``checkpoint``, else ``resume_path``, else the
     experiment's ``task.load_checkpoint``; with none of them, warn that they are untrained."""
     source = checkpoint or exp.resume_path
+    if not model.state_dict():  # a task without weights of its own (ONNXTask): nothing to load
+        if source is not None:
+            raise ConfigError("resume_path", f"{stage}: the task has no weights to load {source}")
+        return
     if source is not None:
         load_weights(model, source)
     elif exp.task.load_checkpoint is not None:

@@ -17,24 +17,38 @@ def _number(value: float) -> float | str:
 
 @LOGGERS.register
 class JSONLLogger:
-    """``metrics.jsonl``: ``{"epoch": e, "step": s, "<key>": value, ...}`` per line."""
+    """``metrics.jsonl``: ``{"epoch": e, "step": s, "<key>": value, ...}`` per line.
+
+    Closing writes one last record with how the run ended: ``{"epoch", "step", "status"}``
+    (FINISHED, FAILED or KILLED), so a crashed run is told apart from a finished one.
+    """
 
     def __init__(self, *, run_dir: Path) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = self.path.open("a", encoding="utf-8")
+        self._where = {"epoch": 0, "step": 0}
 
     def log(self, metrics: Mapping[str, float], *, step: int, epoch: int) -> None:
-        record = {"epoch": epoch, "step": step, **{k: _number(v) for k, v in metrics.items()}}
+        self._where = {"epoch": epoch, "step": step}
+        self._write({**self._where, **{k: _number(v) for k, v in metrics.items()}})
+
+    def _write(self, record: Mapping[str, object]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
-    def close(self) -> None:
-        self._file.close()
+    def close(self, status: str = "FINISHED") -> None:
+        if not self._file.closed:
+            self._write({**self._where, "status": status})
+            self._file.close()
 
 
 @LOGGERS.register
 class CSVLogger:
-    """``metrics.csv`` with one column per key; rewritten when a new key appears."""
+    """``metrics.csv`` with one column per key; rewritten when a new key appears.
+
+    A table of metrics has no place for the run's status: closing flushes the rows (see
+    ``metrics.jsonl`` for the status).
+    """
 
     def __init__(self, *, run_dir: Path, flush_logs_every_n_steps: int = 1) -> None:
         self.path = Path(run_dir) / "metrics.csv"
@@ -59,6 +73,6 @@ class CSVLogger:
             writer.writerows(self.rows if rewrite else self.rows[self._written :])
         self._written = len(self.rows)
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         if self._written < len(self.rows):
             self._flush(rewrite=False)

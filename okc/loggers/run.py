@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import shutil
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from okc.config.bind import build
+from okc.config.bind import build, check_params, resolve
 from okc.config.schema import Experiment, Logger
-from okc.errors import OkcError
+from okc.errors import ConfigError, OkcError
 from okc.loggers.files import CSVLogger, JSONLLogger
+from okc.loggers.packages import installed, missing_package_error
 from okc.loggers.tensorboard import TensorBoardLogger, tensorboard_available
 from okc.paths import logs_dir
 from okc.registry import LOGGERS
@@ -23,8 +24,10 @@ MIN_FREE_BYTES = 200 * 2**20  # refuse to start a run that cannot write a few ch
 
 
 class MetricSink(Protocol):
+    """What a logger is to okc: ``log`` values at a step, ``close`` with the run's status."""
+
     def log(self, metrics: Mapping[str, float], *, step: int, epoch: int) -> None: ...
-    def close(self) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
 
 
 def logger_spec(exp: Experiment) -> Logger:
@@ -40,6 +43,8 @@ def make_run_dir(exp: Experiment, *, now: dt.datetime | None = None) -> Path:
     spec = logger_spec(exp)
     stamp = spec.timestamp or (now or dt.datetime.now()).strftime("%Y-%m-%d/%H-%M-%S")
     name = spec.experiment_name or exp.name or "default"
+    if spec.name == "MLFlowLoggerX" and spec.params.get("run_name"):
+        name = str(spec.params["run_name"])  # TorchOk's folder for this logger
     base = Path(spec.log_dir).expanduser() / name / stamp
     run_dir, n = base, 0
     while run_dir.exists() and any(run_dir.glob("metrics.*")):
@@ -64,38 +69,110 @@ def make_run_dir(exp: Experiment, *, now: dt.datetime | None = None) -> Path:
     return run_dir
 
 
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+# loggers that need an optional package (``okc check`` reports a missing one)
+REQUIRES = {"TensorBoardLogger": "tensorboard", "MLFlowLogger": "mlflow", "MLFlowLoggerX": "mlflow"}
+
+
 class RunLogger:
-    """Fans metrics out to every sink; keeps the latest value of every key."""
+    """Fans metrics out to every sink; closes them with how the run ended.
+
+    The status is FINISHED unless ``set_status`` (``RunView.set_status``, used by
+    ``FinalizeLogger``) says FAILED or KILLED. Each sink records it its own way: a last
+    ``status`` record in metrics.jsonl, the text ``status`` in TensorBoard, the MLflow run's
+    status; metrics.csv only flushes. Values logged after closing are dropped.
+    """
 
     def __init__(self, sinks: list[MetricSink]) -> None:
         self.sinks = sinks
+        self.status = "FINISHED"
+        self.closed = False
+
+    def set_status(self, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"run status must be one of {STATUSES}, got {status!r}")
+        self.status = status
 
     def log(self, metrics: Mapping[str, float], *, step: int, epoch: int) -> None:
-        if metrics:
+        if metrics and not self.closed:
             for sink in self.sinks:
                 sink.log(metrics, step=step, epoch=epoch)
 
     def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        if self.closed:
+            return
+        self.closed = True
+        errors = []
+        for sink in self.sinks:  # every sink gets closed, even when one fails
+            try:
+                sink.close(status=self.status)
+            except Exception as err:  # re-raised below, after the others closed
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+
+# What okc computes for a logger; a logger gets those its signature takes. ``experiment_name``
+# may be overridden in ``logger.params`` (TorchOk: params override the computed defaults).
+COMPUTED = ("run_dir", "log_dir", "experiment_name", "hyperparams")
+OVERRIDABLE = ("experiment_name",)
+
+
+def computed_params(exp: Experiment, run_dir: Path | None) -> dict[str, Any]:
+    spec = logger_spec(exp)
+    return {
+        "run_dir": run_dir,
+        "log_dir": str(Path(spec.log_dir).expanduser()),
+        "experiment_name": spec.experiment_name or exp.name or "default",
+        "hyperparams": exp.to_dict(),
+    }
+
+
+def supplied_names(target: Any, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The computed arguments okc passes ``target`` (those it accepts, not set in params)."""
+    accepted = inspect.signature(target).parameters
+    return tuple(
+        name
+        for name in COMPUTED
+        if name in accepted and not (name in OVERRIDABLE and name in params)
+    )
+
+
+def check_logger(exp: Experiment) -> list[ConfigError]:
+    """``okc check`` for the logger section: the name, its params, its package."""
+    spec = exp.logger
+    if spec is None:
+        return []
+    try:
+        target = resolve(LOGGERS, spec.name, path="logger.name")
+    except ConfigError as err:
+        return [err]
+    errors = check_params(
+        target, spec.params, path="logger.params", injected=supplied_names(target, spec.params)
+    )
+    package = REQUIRES.get(spec.name)
+    if package and not installed(package):
+        errors.append(missing_package_error(package, what=spec.name, path="logger.name"))
+    return errors
 
 
 def build_run_logger(exp: Experiment, run_dir: Path) -> RunLogger:
+    """CSV and JSONL always; the logger the experiment names; TensorBoard when installed."""
     sinks: list[Any] = [CSVLogger(run_dir=run_dir), JSONLLogger(run_dir=run_dir)]
     spec = exp.logger
     wanted = spec.name if spec else None
-    if wanted not in (None, "CSVLogger", "JSONLLogger", "TensorBoardLogger"):
-        sinks.append(
-            build(LOGGERS, wanted, spec.params, name_path="logger.name",
-                  params_path="logger.params", run_dir=run_dir)
-        )  # fmt: skip
-    if tensorboard_available():
-        params = spec.params if wanted == "TensorBoardLogger" else {}
-        sinks.append(TensorBoardLogger(run_dir=run_dir, **params))
-    elif wanted == "TensorBoardLogger":
-        warnings.warn(
-            "logger.name is TensorBoardLogger but the tensorboard package is not installed; "
-            "metrics go to metrics.csv and metrics.jsonl only (pip install tensorboard)",
-            stacklevel=2,
-        )
+    computed = computed_params(exp, run_dir)
+    try:
+        if wanted not in (None, "CSVLogger", "JSONLLogger"):
+            target = resolve(LOGGERS, wanted, path="logger.name")
+            supplied = {k: computed[k] for k in supplied_names(target, spec.params)}
+            sinks.append(
+                build(LOGGERS, wanted, spec.params, name_path="logger.name",
+                      params_path="logger.params", **supplied)
+            )  # fmt: skip
+        if wanted != "TensorBoardLogger" and tensorboard_available():
+            sinks.append(TensorBoardLogger(run_dir=run_dir, hyperparams=computed["hyperparams"]))
+    except BaseException:
+        RunLogger(sinks).close()  # the files opened so far
+        raise
     return RunLogger(sinks)

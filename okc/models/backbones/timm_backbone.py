@@ -100,6 +100,96 @@ class TimmBackbone(nn.Module):
             return [f.permute(0, 3, 1, 2) for f in features]
         return list(features)
 
+    @property
+    def num_stages(self) -> int:
+        """Stages after the stem that ``get_stages`` names (every feature stage of the timm model
+        that this backbone builds, whichever ``out_indices`` it returns)."""
+        return len(_stage_units(self.body, self.model_name)[2]) - 1
+
+    def get_stages(self, num_stages: int) -> list[nn.Module]:
+        """The stem and the first ``num_stages`` stages (TorchOk's ``get_stages``; FreezeUnfreeze's
+        ``stages`` freezes them).
+
+        Stages follow timm's ``feature_info`` module names (all of the model's feature stages,
+        not only the ``out_indices`` returned): the stem (stage 0) is every module up to and
+        including the one that makes the first feature map, stage i the modules after it up to
+        the one that makes map i. A ResNet:
+        stem ``conv1, bn1, act1``; stage 1 ``maxpool, layer1``; stage 2 ``layer2``. Parameters held
+        directly by a module that spans stages (a ViT's ``cls_token``, ``pos_embed``) are stem.
+        """
+        if not 0 <= num_stages <= self.num_stages:
+            raise ParamError(
+                "stages", f"{self.model_name} has stages 0 (the stem) to {self.num_stages}, "
+                f"got {num_stages}",
+            )  # fmt: skip
+        units, loose, ends = _stage_units(self.body, self.model_name)
+        stem: list[nn.Module] = [_LooseParameters(loose)] if loose else []
+        return stem + units[: ends[num_stages] + 1]
+
+
+class _LooseParameters(nn.Module):
+    """Parameters of a module split across stages that none of its children holds, viewed as
+    one module (the same Parameter objects: freezing them here freezes them in the model). Never
+    attached to the model, so its state_dict is unchanged."""
+
+    def __init__(self, params: Sequence[tuple[str, nn.Parameter]]) -> None:
+        super().__init__()
+        for name, param in params:
+            self.register_parameter(name.replace(".", "_"), param)
+
+
+def _feature_modules(body: nn.Module, model_name: str) -> tuple[nn.Module, list[nn.Module]]:
+    """The module timm's ``feature_info`` names are relative to, and the module of each map."""
+    info = body.feature_info
+    names = [f["module"] for f in getattr(info, "info", ())] or info.module_name()
+    roots = [body, *(m for m in (getattr(body, "model", None),) if isinstance(m, nn.Module))]
+    for root in roots:
+        found = [_submodule(root, name) for name in names]
+        # stages after the last returned map are cut from the body: count up to the first gap
+        found = found[: found.index(None)] if None in found else found
+        if found and len(found) >= len(info.module_name()):
+            return root, found  # type: ignore[return-value]
+    raise ParamError(
+        "stages",
+        f"{model_name}'s feature maps do not come from named modules ({', '.join(names)}), so its "
+        "stages cannot be told apart; freeze modules by name instead (module_name: "
+        "backbone.body.<module>)",
+    )
+
+
+def _submodule(root: nn.Module, name: str) -> nn.Module | None:
+    # timm's FeatureListNet flattens one level of nesting: ``stages.0`` becomes ``stages_0``
+    for candidate in (name, name.replace(".", "_", 1)):
+        try:
+            return root.get_submodule(candidate)
+        except AttributeError:
+            continue
+    return None
+
+
+def _stage_units(
+    body: nn.Module, model_name: str
+) -> tuple[list[nn.Module], list[tuple[str, nn.Parameter]], list[int]]:
+    """The body as a flat run of modules, split where each feature map is made: ``(units, loose
+    parameters of the modules that were split, index of the unit ending each stage)``."""
+    root, features = _feature_modules(body, model_name)
+    marks = {id(m) for m in features}
+    units: list[nn.Module] = []
+    loose: list[tuple[str, nn.Parameter]] = []
+
+    def expand(module: nn.Module, prefix: str) -> None:
+        loose.extend((f"{prefix}{n}", p) for n, p in module.named_parameters(recurse=False))
+        for name, child in module.named_children():
+            inner = any(id(m) in marks for m in child.modules() if m is not child)
+            if inner:
+                expand(child, f"{prefix}{name}.")
+            else:
+                units.append(child)
+
+    expand(root, "")
+    position = {id(u): i for i, u in enumerate(units)}
+    return units, loose, [position[id(m)] for m in features]
+
 
 def _create_features(
     model_name: str,

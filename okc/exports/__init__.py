@@ -7,8 +7,11 @@ exported dynamic. After writing, okc runs the file (onnxruntime / torch.jit.load
 and checks it agrees with PyTorch, so a broken export never passes silently.
 """
 
-from okc.export.onnx import OnnxModel, export_onnx
-from okc.export.run import export_experiment
-from okc.export.torchscript import export_torchscript
+from okc.exports.onnx import export_onnx, export_verified_onnx
+from okc.exports.run import export_experiment
+from okc.exports.torchscript import export_torchscript
+from okc.tasks.onnx import OnnxModel
 
-__all__ = ["OnnxModel", "export_experiment", "export_onnx", "export_torchscript"]
+__all__ = [
+    "OnnxModel", "export_experiment", "export_onnx", "export_torchscript", "export_verified_onnx",
+]  # fmt: skip

@@ -11,6 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from okc.errors import OkcError
+from okc.tasks.onnx import load_torchscript
+
+__all__ = ["export_torchscript", "load_torchscript"]
 
 
 def export_torchscript(module: nn.Module, example: Sequence[Tensor], path: str | Path) -> Path:
@@ -24,9 +27,3 @@ def export_torchscript(module: nn.Module, example: Sequence[Tensor], path: str |
             raise OkcError(f"TorchScript export failed: {type(err).__name__}: {err}") from err
         traced.save(str(path))
     return path
-
-
-def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu")
