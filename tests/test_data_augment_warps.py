@@ -182,7 +182,8 @@ def test_imagenet_augment_resizes_images_of_two_sizes_per_sample(tmp_path: Path)
     )
     pipeline = _pipeline(dataset)
     assert [type(op.op).__name__ for op in pipeline._reader.per_sample] == ["Resize"]
-    assert [type(op).__name__ for op in pipeline.augment.ops] == ["FancyPCA", "KorniaOps"]
+    assert [type(op).__name__ for op in pipeline.augment.ops] == [
+        "FancyPCA", "RandomFlip", "KorniaOps"]  # fmt: skip
     batch = next(iter(pipeline))
     assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.uint8
     assert pipeline.to_device(batch)["image"].shape == (4, 3, 12, 12)
@@ -211,8 +212,7 @@ def test_random_ops_before_a_size_op_run_first_on_each_sample(tmp_path: Path) ->
     pipeline = _pipeline(dataset)
     stages = [op.op for op in pipeline._reader.per_sample]  # the flip and crop share a stage
     assert [type(op).__name__ for op in stages] == ["Chain", "Resize"]
-    assert [type(op).__name__ for op in stages[0].ops[0].seq] == [
-        "RandomHorizontalFlip", "RandomCrop"]  # fmt: skip
+    assert [type(op).__name__ for op in stages[0].ops] == ["RandomFlip", "KorniaOps"]
     batch = next(iter(pipeline))
     assert batch["image"].shape == (4, 3, 7, 7)
     out = pipeline.to_device(batch)["image"]
@@ -232,7 +232,7 @@ def test_size_ops_in_random_containers_run_per_sample() -> None:
     )  # fmt: skip
     per_sample, batched = split_augment(built)
     assert len(per_sample) == 1 and isinstance(per_sample[0], OneSample)  # one float trip
-    assert [type(op).__name__ for op in per_sample[0].op.ops] == ["KorniaOps", "Compose"]
+    assert [type(op).__name__ for op in per_sample[0].op.ops] == ["RandomFlip", "Compose"]
     assert [type(op).__name__ for op in batched] == ["GridDistortion"]
     torch.manual_seed(0)
     sizes = set()
@@ -320,3 +320,33 @@ def test_per_sample_random_ops_are_safe_in_loader_threads() -> None:
     for thread in threads:
         thread.join()
     assert not errors, errors[:3]
+
+
+def test_per_sample_draws_repeat_by_seed_epoch_and_index(tmp_path: Path) -> None:
+    """Random ops in the loader threads draw from the sample's own stream: an epoch reads the
+    same twice (whatever the threads' timing), another epoch differs, and the training loop's
+    global generator is left alone."""
+    annotations = _images_csv(tmp_path, [(20, 30), (26, 18), (17, 17), (30, 22)] * 2)
+    augment = (
+        Augmentation("HorizontalFlip"),
+        Augmentation("OneOf", {"p": 1.0, "transforms": [
+            {"name": "Rotate", "params": {"limit": 40}}, {"name": "GridDistortion"}]}),
+        Augmentation("Compose", {"p": 0.5, "transforms": [
+            {"name": "PadIfNeeded", "params": {"min_height": 26, "min_width": 26}},
+            {"name": "CenterCrop", "params": {"height": 20, "width": 20}}]}),
+        Augmentation("Resize", {"height": 10, "width": 10}),
+    )  # fmt: skip
+    dataset = Dataset(
+        "ImageClassificationDataset",
+        {"data_folder": str(tmp_path), "annotation_path": annotations},
+        augment=augment,
+    )
+    pipeline = _pipeline(dataset)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = torch.cat([b["image"] for b in pipeline])
+    assert torch.equal(torch.get_rng_state(), state)
+    again = torch.cat([b["image"] for b in pipeline])
+    pipeline.set_epoch(1)
+    other = torch.cat([b["image"] for b in pipeline])
+    assert torch.equal(first, again) and not torch.equal(first, other)

@@ -184,19 +184,18 @@ def PadIfNeeded(
 
 @_register
 def HorizontalFlip(*, p: float = 0.5) -> nn.Module:
-    return K.RandomHorizontalFlip(p=p)
+    return ops.RandomFlip([(True, False)], p=p)
 
 
 @_register
 def VerticalFlip(*, p: float = 0.5) -> nn.Module:
-    return K.RandomVerticalFlip(p=p)
+    return ops.RandomFlip([(False, True)], p=p)
 
 
 @_register
 def Flip(*, p: float = 0.5) -> nn.Module:
     """Horizontal, vertical or both, one of them per sample."""
-    both = ops.Compose([K.RandomHorizontalFlip(p=1.0), K.RandomVerticalFlip(p=1.0)])
-    return ops.OneOf([K.RandomHorizontalFlip(p=1.0), K.RandomVerticalFlip(p=1.0), both], p=p)
+    return ops.RandomFlip([(True, False), (False, True), (True, True)], p=p)
 
 
 @_register

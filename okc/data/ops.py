@@ -50,7 +50,7 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
-from okc.data import borders
+from okc.data import borders, rng
 from okc.errors import OkcError
 
 Masks = list[torch.Tensor]
@@ -410,8 +410,8 @@ class OneOf(BatchOp):
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch = image.shape[0]
-        apply = torch.rand(batch, device=image.device) < self.p
-        choice = torch.multinomial(self.weights.to(image.device), batch, replacement=True)
+        apply = rng.rand(batch, device=image.device) < self.p
+        choice = rng.multinomial(self.weights.to(image.device), batch)
         for k, op in enumerate(self.children_):
             image, masks, boxes = apply_to(op, image, masks, boxes, apply & (choice == k))
         return image, masks, boxes
@@ -434,11 +434,11 @@ class SomeOf(BatchOp):
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch, count = image.shape[0], len(self.children_)
-        apply = torch.rand(batch, device=image.device) < self.p
+        apply = rng.rand(batch, device=image.device) < self.p
         if self.replace:
-            picks = torch.randint(count, (batch, self.n), device=image.device)
+            picks = rng.randint(0, count, (batch, self.n), device=image.device)
         else:
-            picks = torch.rand(batch, count, device=image.device).argsort(1)[:, : self.n]
+            picks = rng.rand(batch, count, device=image.device).argsort(1)[:, : self.n]
         chosen = F.one_hot(picks, count).amax(1).bool() & apply[:, None]
         for k, op in enumerate(self.children_):
             image, masks, boxes = apply_to(op, image, masks, boxes, chosen[:, k])
@@ -459,11 +459,46 @@ class Compose(BatchOp):
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         if self.p >= 1.0:
             return self.chain.apply(image, masks, boxes)
-        chosen = torch.rand(image.shape[0], device=image.device) < self.p
+        chosen = rng.rand(image.shape[0], device=image.device) < self.p
         return apply_to(self.chain, image, masks, boxes, chosen)
 
     def box_problem(self) -> str | None:
         return self.chain.box_problem()
+
+
+class RandomFlip(BatchOp):
+    """Per sample, with probability ``p``, one of ``choices`` (``(horizontal, vertical)`` flags)
+    drawn uniformly: HorizontalFlip, VerticalFlip and albumentations' Flip (either or both).
+    okc's own rather than Kornia's so that it draws from ``okc.data.rng`` (per-sample streams in
+    the loader threads) and flips uint8 and float alike."""
+
+    def __init__(self, choices: Sequence[tuple[bool, bool]], p: float) -> None:
+        super().__init__()
+        self.register_buffer("choices", torch.tensor(choices, dtype=torch.bool), persistent=False)
+        self.p = p
+
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        batch, device = image.shape[0], image.device
+        chosen = rng.rand(batch, device=device) < self.p
+        pick = self.choices.to(device)[rng.randint(0, len(self.choices), (batch,), device=device)]
+        flips = pick & chosen[:, None]  # (B, 2): horizontal, vertical
+
+        def flip(t: torch.Tensor) -> torch.Tensor:
+            t = torch.where(flips[:, 0].view(-1, 1, 1, 1), t.flip(-1), t)
+            return torch.where(flips[:, 1].view(-1, 1, 1, 1), t.flip(-2), t)
+
+        if boxes is not None:
+            height, width = image.shape[-2:]
+            moved = []
+            for box, (horizontal, vertical) in zip(boxes.boxes, flips.tolist(), strict=True):
+                x1, y1, x2, y2 = box.unbind(1)  # sync point above: which samples flipped
+                if horizontal:
+                    x1, x2 = width - x2, width - x1
+                if vertical:
+                    y1, y2 = height - y2, height - y1
+                moved.append(torch.stack([x1, y1, x2, y2], dim=1))
+            boxes = boxes.moved(moved, height, width)
+        return flip(image), [flip(m) for m in masks], boxes
 
 
 class Identity(BatchOp):
@@ -726,7 +761,7 @@ class Photometric(BatchOp):
         self.p = p
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
-        apply = torch.rand(image.shape[0], 1, 1, 1, device=image.device) < self.p
+        apply = rng.rand(image.shape[0], 1, 1, 1, device=image.device) < self.p
         return torch.where(apply, self.change(image), image), masks, boxes
 
     def change(self, image: torch.Tensor) -> torch.Tensor:
@@ -734,7 +769,7 @@ class Photometric(BatchOp):
 
 
 def _uniform(low: float, high: float, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
+    return rng.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
 
 
 class GaussNoise(Photometric):
@@ -750,7 +785,7 @@ class GaussNoise(Photometric):
     def change(self, image: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = image.shape
         std = _uniform(*self.var_limit, (batch, 1, 1, 1), image).sqrt_() / 255
-        noise = torch.randn(
+        noise = rng.randn(
             batch, channels if self.per_channel else 1, height, width, device=image.device
         )
         return (image + noise * std + self.mean / 255).clamp_(0, 1)
@@ -806,14 +841,14 @@ class CoarseDropout(BatchOp):
         batch, _, height, width = image.shape
         device = image.device
         k = self.holes[1]
-        count = torch.randint(self.holes[0], k + 1, (batch, 1), device=device)
+        count = rng.randint(self.holes[0], k + 1, (batch, 1), device=device)
         active = (torch.arange(k, device=device) < count) & (
-            torch.rand(batch, 1, device=device) < self.p
+            rng.rand(batch, 1, device=device) < self.p
         )
         hole_h = _pixels(self.heights, height, (batch, k), device)
         hole_w = _pixels(self.widths, width, (batch, k), device)
-        top = (torch.rand(batch, k, device=device) * (height - hole_h + 1)).floor()
-        left = (torch.rand(batch, k, device=device) * (width - hole_w + 1)).floor()
+        top = (rng.rand(batch, k, device=device) * (height - hole_h + 1)).floor()
+        left = (rng.rand(batch, k, device=device) * (width - hole_w + 1)).floor()
         ys = torch.arange(height, device=device).view(1, 1, -1)
         xs = torch.arange(width, device=device).view(1, 1, -1)
         in_rows = (ys >= top[..., None]) & (ys < (top + hole_h)[..., None])  # (B,k,H)
@@ -831,4 +866,4 @@ def _pixels(
 ) -> torch.Tensor:
     """Hole sizes in pixels, uniform over the limits (fractions of ``side`` when below 1)."""
     low, high = (int(v * side) if v < 1 else int(v) for v in limits)
-    return torch.randint(low, max(low, high) + 1, shape, device=device).clamp_(1, side)
+    return rng.randint(low, max(low, high) + 1, shape, device=device).clamp_(1, side)

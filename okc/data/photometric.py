@@ -16,6 +16,7 @@ import kornia.filters
 import torch
 import torch.nn.functional as F
 
+from okc.data import rng
 from okc.data.borders import BORDER_REPLICATE, pad
 from okc.data.ops import Boxes, Masks, Out, Photometric
 from okc.data.warps import uniform
@@ -51,7 +52,7 @@ class FancyPCA(Photometric):
         centred = pixels - pixels.mean(1, keepdim=True)
         covariance = centred.transpose(1, 2) @ centred / max(1, pixels.shape[1] - 1)
         values, vectors = torch.linalg.eigh(covariance)
-        alpha = torch.randn(image.shape[0], 1, device=image.device, dtype=torch.float64)
+        alpha = rng.randn(image.shape[0], 1, device=image.device, dtype=torch.float64)
         shift = (vectors @ (values * alpha * self.alpha)[..., None])[..., 0]  # (B, 3)
         return (image + shift.to(image.dtype)[..., None, None]).clamp(0, 1)
 
@@ -186,7 +187,7 @@ class Posterize(Photometric):
             raise OkcError(f"Posterize: {len(self.ranges)} bit ranges for {channels} channels")
         bits = torch.stack(
             [
-                torch.randint(low, high + 1, (batch,), device=image.device)
+                rng.randint(low, high + 1, (batch,), device=image.device)
                 for low, high in self.ranges
             ],
             dim=1,
@@ -212,8 +213,8 @@ class ChannelDropout(Photometric):
                 f"ChannelDropout drops up to {self.high} of {channels} channels: it may not drop "
                 "them all"
             )
-        count = torch.randint(self.low, self.high + 1, (batch, 1), device=image.device)
-        rank = torch.rand(batch, channels, device=image.device).argsort(1).argsort(1)
+        count = rng.randint(self.low, self.high + 1, (batch, 1), device=image.device)
+        rank = rng.rand(batch, channels, device=image.device).argsort(1).argsort(1)
         drop = (rank < count)[..., None, None]
         return image.masked_fill(drop, self.fill)
 
@@ -276,7 +277,7 @@ def _centred(size: torch.Tensor, biggest: int) -> tuple[torch.Tensor, torch.Tens
 def _odd_choice(low: int, high: int, batch: int, device: torch.device) -> torch.Tensor:
     """albumentations' ``random.choice(np.arange(low, high + 1, 2))`` per sample."""
     options = torch.arange(low, high + 1, 2, device=device)
-    return options[torch.randint(len(options), (batch,), device=device)]
+    return options[rng.randint(0, len(options), (batch,), device=device)]
 
 
 class Blur(KernelBlur):
@@ -309,7 +310,7 @@ class GaussianBlur(KernelBlur):
                 raise ValueError(f"GaussianBlur supports only odd blur limits, got {list(limit)}")
 
     def kernels(self, batch: int, device: torch.device) -> torch.Tensor:
-        size = torch.randint(self.low, self.high + 1, (batch,), device=device)
+        size = rng.randint(self.low, self.high + 1, (batch,), device=device)
         size = torch.where((size != 0) & (size % 2 == 0), (size + 1) % (self.high + 1), size)
         sigma = uniform(*self.sigma, (batch,), device)
         from_sigma = (torch.round(sigma * 3 * 2 + 1).long() | 1).clamp(min=1)  # uint8 images
@@ -342,10 +343,10 @@ class MotionBlur(KernelBlur):
         size = _odd_choice(self.low, self.high, batch, device)
 
         def point() -> torch.Tensor:
-            return (torch.rand(batch, device=device) * size).floor()
+            return (rng.rand(batch, device=device) * size).floor()
 
         x1, x2, y1 = point(), point(), point()
-        distinct = (y1 + 1 + (torch.rand(batch, device=device) * (size - 1)).floor()) % size
+        distinct = (y1 + 1 + (rng.rand(batch, device=device) * (size - 1)).floor()) % size
         y2 = torch.where(x1 == x2, distinct, point())
         if not self.allow_shifted:
             x1, x2 = self._centre(*self._odd_length(x1, x2), size)
@@ -386,7 +387,7 @@ class MedianBlur(Photometric):
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch = image.shape[0]
         size = _odd_choice(self.low, self.high, batch, image.device)
-        size = torch.where(torch.rand(batch, device=image.device) < self.p, size, 1)
+        size = torch.where(rng.rand(batch, device=image.device) < self.p, size, 1)
         out = image
         for k in range(3, self.high + 1, 2):
             index = (size == k).nonzero().flatten()  # sync point

@@ -9,7 +9,9 @@ threads, on the CPU, before batching: augment's ops up to and including its last
 ops before it too, in the file's order: ``okc.data.augment.split_augment``), then the
 transform's size ops. Everything else runs on the batch, on the device: the rest of augment,
 then the rest of transform. TorchOk ran augment then transform; okc runs the transform's size
-ops ahead of augment's batched tail, which is what lets that tail run on whole batches.
+ops ahead of augment's batched tail, which is what lets that tail run on whole batches. Random
+ops of the per-sample stage draw from a stream of the sample's own, seeded by (seed, epoch,
+index) (``okc.data.rng``), so thread timing never changes a run.
 
 Boxes (``bboxes`` with their ``label``, one tensor per image) follow the first image key through
 the per-sample size ops and the batched augment/transform (``okc.data.ops.Boxes``), with the
@@ -28,6 +30,7 @@ from torch import nn
 
 from okc.config.bind import build
 from okc.config.schema import DataItem, Phase
+from okc.data import rng
 from okc.data.augment import build_ops, split_augment, split_transform
 from okc.data.collate import collate
 from okc.data.datasets.base import SampleSpec
@@ -93,9 +96,12 @@ class _LoadFailure:
 class _BatchReader:
     """Reads one batch: samples, per-sample size ops, collate; skips corrupt samples if asked."""
 
-    def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
+    def __init__(
+        self, dataset: Any, per_sample: Sequence[nn.Module], order: BatchOrder | None = None
+    ) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
+        self.order = order  # its seed and epoch seed each sample's random draws
         self.spec = spec = SampleSpec.of(dataset)
         self.image_keys, self.ragged_keys, self.skip = (
             spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
@@ -122,12 +128,14 @@ class _BatchReader:
             warnings.warn(f"skip_corrupt: skipped {err} ({count} skipped so far)", stacklevel=2)
             return None
         if self.per_sample:
-            sample = self._resize(sample)
+            seed, epoch = (self.order.seed, self.order.epoch) if self.order else (0, 0)
+            with rng.sample_generator(rng.sample_seed(seed, epoch, index)):
+                sample = self._resize(sample)
         return sample
 
     def _resize(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Size ops on each image; label maps and boxes follow the first image (ops want
-        (C,H,W))."""
+        (C,H,W)). Random ops here draw from the sample's own stream (``okc.data.rng``)."""
         out = dict(sample)
         for n, key in enumerate(self.image_keys):
             keys = [k for k in MASK_KEYS if k in sample] if n == 0 else []
@@ -289,7 +297,7 @@ def build_pipeline(
                 f"{path}.dataloader.pin_memory: no CUDA device, not pinning", stacklevel=2
             )
         pin = False
-    reader = _BatchReader(dataset, per_sample)
+    reader = _BatchReader(dataset, per_sample, order)
     loader = BatchLoader(
         order,
         reader,

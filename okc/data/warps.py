@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from kornia.geometry.transform import get_perspective_transform
 
-from okc.data import borders
+from okc.data import borders, rng
 from okc.data.ops import BatchOp, Boxes, Masks, Out, kornia_resample
 from okc.errors import OkcError
 
@@ -41,7 +41,7 @@ Range = tuple[float, float]
 
 
 def uniform(low: float, high: float, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-    return torch.rand(*shape, device=device) * (high - low) + low
+    return rng.rand(*shape, device=device) * (high - low) + low
 
 
 class Warp(BatchOp):
@@ -73,7 +73,7 @@ class Warp(BatchOp):
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch, _, height, width = image.shape
-        chosen = torch.rand(batch, device=image.device) < self.p
+        chosen = rng.rand(batch, device=image.device) < self.p
         grid, matrix = self.sample(batch, height, width, image.device)
         fill = borders.fill_tensor(self.value, image, scale=255.0)
         out = borders.remap(image, grid, resample=self.resample, border=self.border, fill=fill)
@@ -270,7 +270,7 @@ class Affine(MatrixWarp):
     def _translation(self, batch: int, height: int, width: int, device: torch.device) -> tuple:
         if self.translate_px is not None:
             return tuple(
-                torch.randint(int(lo), int(hi) + 1, (batch,), device=device).double()
+                rng.randint(int(lo), int(hi) + 1, (batch,), device=device).double()
                 for lo, hi in (self.translate_px["x"], self.translate_px["y"])
             )
         if self.translate_percent is not None:
@@ -346,7 +346,7 @@ class Perspective(MatrixWarp):
 
     def matrix(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
         sigma = uniform(*self.scale, (batch, 1, 1), device)
-        jitter = (torch.randn(batch, 4, 2, device=device) * sigma).abs().remainder(1.0)
+        jitter = (rng.randn(batch, 4, 2, device=device) * sigma).abs().remainder(1.0)
         corner = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1]], device=device, dtype=torch.float32)
         points = (corner + jitter * (1 - 2 * corner)) * torch.tensor([width, height], device=device)
         points = _order_points(points.double())
@@ -424,15 +424,15 @@ class RandomSizedCrop(Warp):
         self, batch: int, height: int, width: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         low, high = self.min_max_height
-        crop_h = torch.randint(low, high + 1, (batch,), device=device).double()
+        crop_h = rng.randint(low, high + 1, (batch,), device=device).double()
         crop_w = torch.floor(crop_h * self.w2h_ratio)
         if high > height or int(high * self.w2h_ratio) > width:
             raise OkcError(
                 f"RandomSizedCrop: a crop of up to {high}x{int(high * self.w2h_ratio)} does not "
                 f"fit in a {height}x{width} image"
             )
-        top = torch.floor((height - crop_h) * torch.rand(batch, device=device).double())
-        left = torch.floor((width - crop_w) * torch.rand(batch, device=device).double())
+        top = torch.floor((height - crop_h) * rng.rand(batch, device=device).double())
+        left = torch.floor((width - crop_w) * rng.rand(batch, device=device).double())
         out_h, out_w = self.size
         sx, sy = out_w / crop_w, out_h / crop_h
         m = torch.zeros(batch, 3, 3, dtype=torch.float64, device=device)
@@ -541,7 +541,7 @@ class ElasticTransform(Warp):
         self, batch: int, height: int, width: int, device: torch.device
     ) -> tuple[torch.Tensor, None]:
         fields = 1 if self.same_dxdy else 2
-        noise = torch.rand(batch, fields, height, width, device=device) * 2 - 1
+        noise = rng.rand(batch, fields, height, width, device=device) * 2 - 1
         displacement = self._smooth(noise) * self.alpha
         if self.same_dxdy:
             displacement = displacement.expand(-1, 2, -1, -1)
