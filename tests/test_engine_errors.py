@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from torch import nn
 
 import okc
 from okc.engine.guard import NonFiniteLossError
+from okc.engine.hooks import Callback, RunView
 from okc.errors import ConfigError, ConfigErrors, OkcError
-from okc.registry import LOSSES
+from okc.registry import CALLBACKS, LOSSES
 
 
 @LOSSES.register(name="_ExplodingLoss", override=True)
@@ -114,3 +116,19 @@ def test_gpu_requested_without_one(tiny_exp) -> None:
 def test_several_devices_without_torchrun(tiny_exp) -> None:
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node 2"):
         okc.fit(tiny_exp("trainer.devices=2"))
+
+
+@CALLBACKS.register(name="_FailsInSetup", override=True)
+class FailsInSetup(Callback):
+    """A callback whose setup raises: the run must still close its loggers."""
+
+    def setup(self, run: RunView, stage: str) -> None:
+        raise RuntimeError("setup broke")
+
+
+def test_a_failing_callback_setup_still_closes_the_run(tiny_exp) -> None:
+    with pytest.raises(RuntimeError, match="setup broke"):
+        okc.fit(tiny_exp("+callbacks=[{name: _FailsInSetup}]"))
+    run_dir = sorted(Path(tiny_exp().logger.log_dir).glob("tiny/*/*"))[-1]
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["status"] == "FAILED"  # FinalizeLogger: the loggers were closed

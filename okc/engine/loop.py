@@ -240,12 +240,13 @@ class Loop:
 
     def fit(self) -> FitResult:
         self.stage = "fit"
+        return self._run(self._fit)
+
+    def _fit(self) -> FitResult:
         valid = self._setup_fit()
         if self.exp.resume_path:
             self.checkpointer.load_for_resume(self.exp.resume_path)
-        return self._run(lambda: self._fit(valid))
-
-    def _fit(self, valid: list[Any]) -> FitResult:
+        self.call("setup", self.stage)
         self.call("on_fit_start")
         progress = self.progress
         fresh = progress.global_step == 0 and progress.batch_idx == 0
@@ -427,29 +428,34 @@ class Loop:
     def _run_eval(
         self, stage: str, phase: Phase, checkpoint: str | Path | None
     ) -> dict[str, float]:
-        pipelines = self._setup_eval(stage, phase, checkpoint)
-        return self._run(lambda: self._evaluate(phase, pipelines))
-
-    def _setup_eval(self, stage: str, phase: Phase, checkpoint: str | Path | None) -> list[Any]:
         self.stage = stage
+        return self._run(lambda: self._evaluate(phase, self._setup_eval(phase, checkpoint)))
+
+    def _setup_eval(self, phase: Phase, checkpoint: str | Path | None) -> list[Any]:
+        """Weights, the evaluation module and the pipelines of ``phase``; then the callbacks'
+        ``setup``."""
+        stage = self.stage
         if not self.exp.data[phase]:
             raise ConfigError(f"data.{phase.name}", f"{stage} needs a {phase.name} dataset")
         load_evaluation_weights(self.task.model, self.exp, checkpoint, stage=stage)
         self.eval_module = self._compiled(TrainingModule(self.task, self.task.losses))
-        return self._pipelines(phase)
+        pipelines = self._pipelines(phase)
+        self.call("setup", stage)
+        return pipelines
 
     # --- predict ----------------------------------------------------------------------------------
 
     def predict(self, checkpoint: str | Path | None = None, output: Path | None = None) -> Path:
-        pipelines = self._setup_eval("predict", Phase.PREDICT, checkpoint)
+        self.stage = "predict"
+        return self._run(lambda: self._predict(checkpoint, output))
+
+    def _predict(self, checkpoint: str | Path | None, output: Path | None) -> Path:
+        pipelines = self._setup_eval(Phase.PREDICT, checkpoint)
         writer = self.task.prediction_writer(
             output or self.run_dir / "predictions.csv",
             rank=self.env.rank,
             world_size=self.env.world_size,
         )
-        return self._run(lambda: self._predict(pipelines, writer))
-
-    def _predict(self, pipelines: list[Any], writer: Any) -> Path:
         with_metrics: bool | None = None
         with self._eval_mode(log=True):
             for idx, data in enumerate(pipelines):
@@ -476,7 +482,8 @@ class Loop:
     # --- running a stage, interrupts --------------------------------------------------------------
 
     def _run(self, body: Callable[[], Any]) -> Any:
-        self.call("setup", self.stage)
+        """``body`` (which builds the stage and calls the callbacks' ``setup``), then always the
+        callbacks' ``teardown`` and the loggers' close, whatever failed and where."""
         try:
             with self._signals() if self.stage == "fit" else contextlib.nullcontext():
                 return body()
