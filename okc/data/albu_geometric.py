@@ -184,18 +184,19 @@ def PadIfNeeded(
 
 @_register
 def HorizontalFlip(*, p: float = 0.5) -> nn.Module:
-    return ops.RandomFlip([(True, False)], p=p)
+    return K.RandomHorizontalFlip(p=p)
 
 
 @_register
 def VerticalFlip(*, p: float = 0.5) -> nn.Module:
-    return ops.RandomFlip([(False, True)], p=p)
+    return K.RandomVerticalFlip(p=p)
 
 
 @_register
 def Flip(*, p: float = 0.5) -> nn.Module:
     """Horizontal, vertical or both, one of them per sample."""
-    return ops.RandomFlip([(True, False), (False, True), (True, True)], p=p)
+    both = ops.Compose([K.RandomHorizontalFlip(p=1.0), K.RandomVerticalFlip(p=1.0)])
+    return ops.OneOf([K.RandomHorizontalFlip(p=1.0), K.RandomVerticalFlip(p=1.0), both], p=p)
 
 
 @_register

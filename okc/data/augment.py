@@ -202,7 +202,7 @@ def split_augment(built: Sequence[nn.Module]) -> tuple[list[nn.Module], list[nn.
     """
     last = max((i for i, op in enumerate(built) if ops.holds_size_op(op)), default=-1)
     groups: list[list[nn.Module]] = []  # consecutive random ops share one float round trip
-    for op in built[: last + 1]:
+    for op in map(ops.per_sample_form, built[: last + 1]):
         if groups and not ops.runs_per_sample(op) and not ops.runs_per_sample(groups[-1][-1]):
             groups[-1].append(op)
         else:

@@ -468,9 +468,8 @@ class Compose(BatchOp):
 
 class RandomFlip(BatchOp):
     """Per sample, with probability ``p``, one of ``choices`` (``(horizontal, vertical)`` flags)
-    drawn uniformly: HorizontalFlip, VerticalFlip and albumentations' Flip (either or both).
-    okc's own rather than Kornia's so that it draws from ``okc.data.rng`` (per-sample streams in
-    the loader threads) and flips uint8 and float alike."""
+    drawn uniformly. The per-sample stage runs Kornia's random flips as this op
+    (``per_sample_form``), which draws from ``okc.data.rng``; on the device Kornia's stay."""
 
     def __init__(self, choices: Sequence[tuple[bool, bool]], p: float) -> None:
         super().__init__()
@@ -499,6 +498,16 @@ class RandomFlip(BatchOp):
                 moved.append(torch.stack([x1, y1, x2, y2], dim=1))
             boxes = boxes.moved(moved, height, width)
         return flip(image), [flip(m) for m in masks], boxes
+
+
+def per_sample_form(op: nn.Module) -> nn.Module:
+    """``op`` as the per-sample stage runs it: Kornia's random flips become ``RandomFlip`` (the
+    same op drawing from the sample's own stream); Kornia at p=1 draws nothing, so flips inside
+    okc's containers (Flip's OneOf) need no change."""
+    if isinstance(op, K.RandomHorizontalFlip | K.RandomVerticalFlip) and float(op.p) < 1.0:
+        horizontal = isinstance(op, K.RandomHorizontalFlip)
+        return RandomFlip([(horizontal, not horizontal)], p=float(op.p))
+    return op
 
 
 class Identity(BatchOp):
