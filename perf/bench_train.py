@@ -131,16 +131,37 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
     return (x - mean) / std
 
 
-def timed(steps: Iterator[None], args: argparse.Namespace, device: torch.device) -> float:
-    """Images/s over ``args.steps`` steps, after ``args.warmup`` untimed ones."""
+class Clock:
+    """Wall and process CPU time (every thread of this process) between ``start`` and ``stop``.
+
+    CPU seconds per image stay meaningful on a machine a neighbour keeps busy, where wall time
+    does not: they count the work a side does, not the time it waited for a core.
+    """
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.images = args.steps * args.batch_size
+        self.device = device
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        synchronize(self.device)
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {"images_per_s": self.images / wall, "cpu_ms_per_image": 1e3 * cpu / self.images}
+
+
+def timed(steps: Iterator[None], args: argparse.Namespace, device: torch.device) -> dict:
+    """Images/s (and CPU time per image) over ``args.steps`` steps after ``args.warmup``."""
     for _ in range(args.warmup):
         next(steps)
-    synchronize(device)
-    start = time.perf_counter()
+    clock = Clock(args, device)
+    clock.start()
     for _ in range(args.steps):
         next(steps)
-    synchronize(device)
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return clock.stop()
 
 
 def synchronize(device: torch.device) -> None:
@@ -151,7 +172,7 @@ def synchronize(device: torch.device) -> None:
 # --- the sides ------------------------------------------------------------------------------------
 
 
-def side_limit(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+def side_limit(args: argparse.Namespace, folder: Path, device: torch.device) -> dict[str, float]:
     model, loss_fn = make_model(args).to(device).train(), _loss()
     optimizer = make_optimizer(model, args)
     images, labels = load_arrays(folder)
@@ -170,7 +191,7 @@ def side_limit(args: argparse.Namespace, folder: Path, device: torch.device) -> 
 
 
 def side_hand(args: argparse.Namespace, folder: Path, device: torch.device,
-              *, compiled: bool) -> float:  # fmt: skip
+              *, compiled: bool) -> dict[str, float]:  # fmt: skip
     model, loss_fn = make_model(args).to(device).train(), _loss()
     optimizer = make_optimizer(model, args)
     forward = torch.compile(model) if compiled else model
@@ -194,7 +215,7 @@ def side_hand(args: argparse.Namespace, folder: Path, device: torch.device,
     return timed(steps(), args, device)
 
 
-def side_okc(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+def side_okc(args: argparse.Namespace, folder: Path, device: torch.device) -> dict[str, float]:
     import okc
     from okc.config.load import experiment_from_data
     from okc.engine.hooks import Callback, RunView
@@ -204,24 +225,21 @@ def side_okc(args: argparse.Namespace, folder: Path, device: torch.device) -> fl
 
     class Timer(Callback):
         def __init__(self) -> None:
-            self.start = 0.0
-            self.rate = float("nan")
+            self.clock = Clock(args, device)
+            self.result: dict[str, float] = {}
 
         def on_train_batch_end(self, run: RunView, logs: Any) -> None:
             if run.global_step == args.warmup:
-                synchronize(device)
-                self.start = time.perf_counter()
+                self.clock.start()
             elif run.global_step == args.warmup + args.steps:
-                synchronize(device)
-                elapsed = time.perf_counter() - self.start
-                self.rate = args.steps * args.batch_size / elapsed
+                self.result = self.clock.stop()
 
     with tempfile.TemporaryDirectory() as logs:
         exp = experiment_from_data(okc_experiment(args, folder, logs, device), name="bench")
         timer = Timer()
         Loop(exp, callbacks=[timer]).fit()
     del okc
-    return timer.rate
+    return timer.result
 
 
 def okc_experiment(args: argparse.Namespace, folder: Path, logs: str,
@@ -258,7 +276,9 @@ def okc_experiment(args: argparse.Namespace, folder: Path, logs: str,
     }  # fmt: skip
 
 
-def side_lightning(args: argparse.Namespace, folder: Path, device: torch.device) -> float:
+def side_lightning(
+    args: argparse.Namespace, folder: Path, device: torch.device
+) -> dict[str, float]:
     import albumentations as A
     import lightning as L
     from albumentations.pytorch import ToTensorV2
@@ -288,17 +308,14 @@ def side_lightning(args: argparse.Namespace, folder: Path, device: torch.device)
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return make_optimizer(self.model, args)
 
-    rate: list[float] = []
+    clock, result = Clock(args, device), {}
 
     class Timer(L.Callback):
         def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
-            step = trainer.global_step
-            if step == args.warmup:
-                synchronize(device)
-                self.start = time.perf_counter()
-            elif step == args.warmup + args.steps:
-                synchronize(device)
-                rate.append(args.steps * args.batch_size / (time.perf_counter() - self.start))
+            if trainer.global_step == args.warmup:
+                clock.start()
+            elif trainer.global_step == args.warmup + args.steps:
+                result.update(clock.stop())  # CPU time: the main process only (not workers)
 
     loader = torch.utils.data.DataLoader(
         Data(), batch_size=args.batch_size, shuffle=True, drop_last=True,
@@ -311,14 +328,14 @@ def side_lightning(args: argparse.Namespace, folder: Path, device: torch.device)
         callbacks=[Timer()],
     )  # fmt: skip
     trainer.fit(Module(), loader)
-    return rate[0]
+    return result
 
 
 def _loss() -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=0.1)
 
 
-RUNS: dict[str, Callable[[argparse.Namespace, Path, torch.device], float]] = {
+RUNS: dict[str, Callable[[argparse.Namespace, Path, torch.device], dict[str, float]]] = {
     "limit": side_limit,
     "eager": lambda a, f, d: side_hand(a, f, d, compiled=False),
     "compiled": lambda a, f, d: side_hand(a, f, d, compiled=True),
@@ -333,11 +350,11 @@ def run_side(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    rate = RUNS[args.side](args, Path(args.data), device)
+    result = RUNS[args.side](args, Path(args.data), device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
-    print(json.dumps({"side": args.side, "images_per_s": rate, "peak_mib": peak}))
+    print(json.dumps({"side": args.side, **result, "peak_mib": peak}))
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -368,13 +385,15 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]])
         f"{args.model}, batch {args.batch_size}, {args.device}, torch threads "
         f"{args.threads or torch.get_num_threads()}, {args.rounds} rounds x {args.steps} steps "
         f"after {args.warmup} warm-up, load average {os.getloadavg()[0]:.2f}",
-        f"| side | images/s (median) | rounds | peak {unit} | / limit | / lightning |",
-        "|---|---|---|---|---|---|",
+        f"| side | images/s (median) | rounds | CPU ms/image | peak {unit} | / limit | "
+        "/ lightning |",
+        "|---|---|---|---|---|---|---|",
     ]
     for side, rate in median.items():
         rounds = ", ".join(f"{r['images_per_s']:.0f}" for r in results[side])
         vs_l = f"{rate / median['lightning']:.2f}" if "lightning" in median else "-"
-        lines.append(f"| {side} | {rate:.0f} | {rounds} | {peak[side]:.0f} | "
+        cpu = statistics.median(r["cpu_ms_per_image"] for r in results[side])
+        lines.append(f"| {side} | {rate:.0f} | {rounds} | {cpu:.2f} | {peak[side]:.0f} | "
                      f"{rate / median['limit']:.2f} | {vs_l} |")  # fmt: skip
     return "\n".join(lines)
 

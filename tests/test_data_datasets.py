@@ -18,6 +18,9 @@ import torch
 from datafiles import cifar10_files, cifar_batch, write_cifar_archive, write_image
 from PIL import Image
 
+from okc.config.schema import DataItem, DataLoader, Dataset, Phase
+from okc.data import build_pipeline
+from okc.data.collate import collate
 from okc.data.datasets import cifar
 from okc.data.datasets.cifar import CIFAR10, CIFAR100, load_batch
 from okc.data.datasets.classification import ImageClassificationDataset
@@ -53,6 +56,28 @@ def test_cifar10_parses_the_official_format(cifar10_archive: Path) -> None:
     assert train[4]["target"].item() == raw[b"labels"][0]
     assert train.classes == [f"class{i}" for i in range(10)]
     assert "target" not in CIFAR10(data_folder=str(folder), test_mode=True)[0]
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_cifar_reads_a_batch_as_collate_would(cifar10_archive: Path, test_mode: bool) -> None:
+    """The batched read (one gather) and the per-sample path give the same batch."""
+    dataset = CIFAR10(data_folder=str(cifar10_archive.parent), test_mode=test_mode)
+    indices = [7, 0, 19, 3]
+    batched = dataset.__getitems__(indices)
+    one_by_one = collate([dataset[i] for i in indices])
+    assert batched.keys() == one_by_one.keys()
+    assert all(torch.equal(batched[k], one_by_one[k]) for k in batched)
+    item = DataItem(
+        dataset=Dataset(
+            name="CIFAR10",
+            params={"data_folder": str(cifar10_archive.parent), "test_mode": test_mode},
+        ),
+        dataloader=DataLoader(batch_size=4),
+    )
+    pipeline = build_pipeline(item, phase=Phase.VALID, path="data.VALID.0")
+    assert pipeline._reader.batched  # the pipeline takes the batched read
+    first = next(iter(pipeline))
+    assert torch.equal(first["image"], collate([dataset[i] for i in range(4)])["image"])
 
 
 def test_cifar100_fine_and_coarse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -247,3 +247,14 @@ def test_build_errors_name_the_key_path(tmp_path: Path) -> None:
         ConfigError, match=r"params.num_sample: Shapes has no parameter 'num_sample'"
     ):
         pipeline(typo)
+
+
+def test_num_workers_auto_reads_memory_in_place_and_files_in_threads(monkeypatch) -> None:
+    from okc.data.pipeline import loader_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    shapes = pipeline(shapes_item(8))  # generated per sample: not a batched read
+    assert not shapes._reader.batched
+    assert loader_threads("auto", shapes._reader) == 3 and loader_threads(2, shapes._reader) == 2
+    shapes._reader.batched = True  # what an in-memory dataset (CIFAR) declares
+    assert loader_threads("auto", shapes._reader) == 0

@@ -132,3 +132,16 @@ def test_a_failing_callback_setup_still_closes_the_run(tiny_exp) -> None:
     run_dir = sorted(Path(tiny_exp().logger.log_dir).glob("tiny/*/*"))[-1]
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["status"] == "FAILED"  # FinalizeLogger: the loggers were closed
+
+
+def test_a_loss_input_missing_at_run_time_names_the_mapping(tiny_exp) -> None:
+    """VALID data without targets: the loss mapping's 'target' is not produced there."""
+    exp = tiny_exp("+data.VALID.0.dataset.params.test_mode=true", "trainer.max_epochs=1")
+    with pytest.raises(ConfigErrors, match=r"joint_loss\.losses\.0\.mapping\.target"):
+        okc.fit(exp)
+
+
+def test_test_computes_metrics_but_no_loss(tiny_exp) -> None:
+    """TorchOk's rule: TEST data need not hold what the losses read (triplets, say)."""
+    metrics = okc.test(tiny_exp("+data.TEST=${data.VALID}"))
+    assert "test/Accuracy" in metrics and not any("loss" in k for k in metrics)

@@ -16,7 +16,6 @@ import yaml
 from PIL import Image
 from torch import nn
 
-# okc.api, not okc.<function>: importing okc.check / okc.export replaces those attributes of okc
 # by the modules of the same names.
 from okc import api
 from okc.config.load import experiment_from_data

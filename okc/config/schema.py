@@ -156,7 +156,10 @@ class DataLoader:
 
     batch_size: int = 1
     shuffle: bool = False
-    num_workers: int = 0
+    # Loader threads. auto: none for data read from memory a batch at a time (a batch is one
+    # gather; threads would only contend with the step for the cores), else one per core but
+    # one, at most 8 (decoding files releases the GIL, so threads overlap it with the step).
+    num_workers: int | Literal["auto"] = "auto"
     drop_last: bool = False
     pin_memory: bool | None = None  # None: pin when training on a GPU
     persistent_workers: bool = False  # okc's workers are threads that live as long as the loader

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from okc.config.bind import check_params, resolve
 from okc.config.schema import ALL_PHASES, Data, DataItem
 from okc.data.augment import check_ops
 from okc.data.pipeline import setting_warnings
+from okc.data.samplers import supplied
 from okc.errors import ConfigError
 from okc.registry import DATASETS, SAMPLERS, Registry
 
@@ -37,7 +38,9 @@ def check_item(item: DataItem, *, path: str) -> list[ConfigError]:
     errors += check_ops(dataset.transform, path=f"{path}.dataset.transform")
     errors += check_ops(dataset.augment, path=f"{path}.dataset.augment")
     if item.sampler is not None:
-        errors += _component(SAMPLERS, item.sampler.name, item.sampler.params, f"{path}.sampler")
+        errors += _component(
+            SAMPLERS, item.sampler.name, item.sampler.params, f"{path}.sampler", supplied
+        )
         if item.dataloader.shuffle:
             errors.append(
                 ConfigError(
@@ -47,7 +50,7 @@ def check_item(item: DataItem, *, path: str) -> list[ConfigError]:
     loader = item.dataloader
     for key, value, least in (
         ("batch_size", loader.batch_size, 1),
-        ("num_workers", loader.num_workers, 0),
+        ("num_workers", None if loader.num_workers == "auto" else loader.num_workers, 0),
         ("prefetch_factor", loader.prefetch_factor, 1),
     ):
         if value is not None and value < least:
@@ -58,10 +61,15 @@ def check_item(item: DataItem, *, path: str) -> list[ConfigError]:
 
 
 def _component(
-    registry: Registry, name: str, params: Mapping[str, Any], path: str
+    registry: Registry,
+    name: str,
+    params: Mapping[str, Any],
+    path: str,
+    injected: Callable[[Any], tuple[str, ...]] = lambda target: (),
 ) -> list[ConfigError]:
+    """``injected(target)``: the arguments okc supplies to ``target`` itself."""
     try:
         target = resolve(registry, name, path=f"{path}.name")
     except ConfigError as err:
         return [err]
-    return check_params(target, params, path=f"{path}.params")
+    return check_params(target, params, path=f"{path}.params", injected=injected(target))

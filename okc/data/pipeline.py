@@ -20,6 +20,7 @@ dataset's ``min_area`` and ``min_visibility`` deciding which boxes the ops' crop
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.config.bind import build
+from okc.config.bind import build, resolve
 from okc.config.schema import DataItem, Phase
 from okc.data import rng
 from okc.data.augment import build_ops, split_augment, split_transform
@@ -37,8 +38,9 @@ from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
 from okc.data.ops import Boxes, Chain, Normalize, box_problem, run
+from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError
 from okc.registry import DATASETS, SAMPLERS
 from okc.tree import map_tensors
 
@@ -106,11 +108,15 @@ class _BatchReader:
         self.image_keys, self.ragged_keys, self.skip = (
             spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
         )  # fmt: skip
+        # In-memory data read a batch at a time (one gather), unless a sample needs an op first.
+        self.batched = spec.reads_batches and not self.per_sample and not self.skip
         self.num_skipped = 0
         self._lock = threading.Lock()
 
     def __call__(self, indices: list[int]) -> dict[str, Any] | _LoadFailure:
         try:
+            if self.batched:
+                return self.dataset.__getitems__(indices)
             samples = [s for s in map(self._sample, indices) if s is not None]
             return collate(samples, ragged_keys=self.ragged_keys)
         except OkcError as err:
@@ -277,7 +283,7 @@ def build_pipeline(
     if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
         _check_box_ops(transform, f"{path}.dataset.transform")
         _check_box_ops(augment, f"{path}.dataset.augment")
-    sampler = _build_sampler(item, path)
+    sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
         len(dataset),
@@ -301,7 +307,7 @@ def build_pipeline(
     loader = BatchLoader(
         order,
         reader,
-        num_workers=loader_cfg.num_workers,
+        num_workers=loader_threads(loader_cfg.num_workers, reader),
         in_order=loader_cfg.in_order,
         pin_memory=pin,
         prefetch=loader_cfg.prefetch_factor or 2,
@@ -335,13 +341,24 @@ def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
             raise ConfigError(f"{path}.{i}.name", problem)
 
 
-def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
+def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
+    """The loader threads for ``num_workers`` (see ``DataLoader.num_workers`` for ``auto``)."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if reader.batched:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
     if item.sampler is None:
         return None
     if item.dataloader.shuffle:
         raise ConfigError(
             f"{path}.dataloader.shuffle", "a sampler sets the order: set shuffle: false"
         )
+    target = resolve(SAMPLERS, item.sampler.name, path=f"{path}.sampler.name")
+    known = {"dataset": dataset, "batch_size": item.dataloader.batch_size}
     try:
         sampler = build(
             SAMPLERS,
@@ -349,8 +366,9 @@ def _build_sampler(item: DataItem, path: str) -> IndexSampler | None:
             item.sampler.params,
             name_path=f"{path}.sampler.name",
             params_path=f"{path}.sampler.params",
+            **{name: known[name] for name in supplied(target)},
         )
-    except ConfigError:
+    except (ConfigError, ConfigErrors):
         raise
     except OkcError as err:
         raise ConfigError(f"{path}.sampler.params", str(err)) from err

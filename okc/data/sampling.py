@@ -7,6 +7,10 @@ epoch and how many batches were read; no generator state is saved. Sharding foll
 ``drop_last``) the order is padded by wrapping around so every rank runs the same number of steps
 (DDP would hang otherwise); without either, every sample is read exactly once across ranks and
 ranks may differ by one sample (evaluation: metrics see no duplicates).
+
+A ``BatchSampler`` (class-balanced P×K batches) orders whole batches: each run of ``batch_size``
+indices of its order is one batch, so ranks take every ``world_size``-th *batch*, padding and
+dropping whole batches by the same rules; striding single indices would mix its batches up.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ class IndexSampler(Protocol):
     def num_indices(self, num_samples: int) -> int: ...
 
     def order(self, num_samples: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class BatchSampler(IndexSampler, Protocol):
+    """A sampler whose order is made of whole batches of ``batch_size`` indices."""
+
+    batch_size: int
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -63,6 +74,12 @@ class BatchOrder:
         self.world_size = world_size
         self.pad = pad
         self.sampler = sampler
+        # the unit that ranks share out: single indices, or a batch sampler's whole batches
+        self.unit = sampler.batch_size if isinstance(sampler, BatchSampler) else 1
+        if self.unit not in (1, batch_size):
+            raise ValueError(
+                f"the sampler makes batches of {self.unit} samples, but batch_size is {batch_size}"
+            )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -72,11 +89,14 @@ class BatchOrder:
         total = self.sampler.num_indices(self.num_samples) if self.sampler else self.num_samples
         if self.world_size == 1:
             return total
+        units = total // self.unit
         if self.drop_last:
-            return total // self.world_size
-        if self.pad:
-            return math.ceil(total / self.world_size)
-        return len(range(self.rank, total, self.world_size))
+            count = units // self.world_size
+        elif self.pad:
+            count = math.ceil(units / self.world_size)
+        else:
+            count = len(range(self.rank, units, self.world_size))
+        return count * self.unit
 
     def __len__(self) -> int:
         count = self._per_rank()
@@ -92,12 +112,13 @@ class BatchOrder:
         else:
             order = torch.arange(self.num_samples)
         if self.world_size > 1:
-            total = self._per_rank() * self.world_size
-            if total > len(order) and len(order):  # pad by wrapping around
-                order = order.repeat(math.ceil(total / len(order)))
-            if self.drop_last or self.pad:
-                order = order[:total]
-            order = order[self.rank :: self.world_size]
+            units = order.reshape(-1, self.unit)
+            if self.drop_last or self.pad:  # every rank reads the same number of units
+                total = self._per_rank() // self.unit * self.world_size
+                if total > len(units) and len(units):  # pad by wrapping around
+                    units = units.repeat(math.ceil(total / len(units)), 1)
+                units = units[:total]
+            order = units[self.rank :: self.world_size].reshape(-1)
         return order
 
     def __iter__(self) -> Iterator[list[int]]:

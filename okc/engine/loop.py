@@ -371,8 +371,12 @@ class Loop:
         log: bool = True,
     ) -> dict[str, float]:  # fmt: skip
         """Run ``phase`` on every loader; metrics and (optionally) losses, logged per phase."""
-        with_loss = self.task.losses is not None and (
-            phase is not Phase.VALID or self.exp.task.compute_loss_on_valid
+        # TorchOk's rule: losses in VALID (unless compute_loss_on_valid: false), never in TEST or
+        # PREDICT, whose data may not hold what the losses read (triplets train on triplets).
+        with_loss = (
+            self.task.losses is not None
+            and phase is Phase.VALID
+            and self.exp.task.compute_loss_on_valid
         )
         losses: dict[str, Tensor] = {}
         with self._eval_mode(log=log):

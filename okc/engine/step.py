@@ -32,6 +32,8 @@ class TrainingModule(nn.Module):
         outputs = self.task.forward_with_gt(batch)
         if not with_loss or self.joint_loss is None:
             return None, {}, outputs
+        if not self.joint_loss.required_keys <= outputs.keys():  # dict keys: no sync, no graph
+            self.joint_loss.check_outputs(outputs.keys())  # a ConfigError naming the mapping
         total, parts = self.joint_loss(outputs)
         return total, parts, outputs
 

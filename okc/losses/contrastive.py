@@ -3,10 +3,16 @@
 Both match TorchOk's formulas. Fixes: ``ContrastiveLoss(reduction='none')`` returns the per-sample
 vector (TorchOk raised), and NT-Xent masks self-similarities without in-place writes so it compiles.
 Neither normalizes embeddings: as in TorchOk, that is the head's job (or the task's).
+
+``ContrastiveLoss(mining='hard')`` mines in the batch from the relevance matrix ``R`` itself, not
+with pytorch-metric-learning's miners: those need one class label per sample, while ``R`` may come
+from multi-hot targets or any other relation, and TorchOk's formula (squared, summed per anchor)
+is not pytorch-metric-learning's contrastive loss.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -16,6 +22,7 @@ from torch import nn
 from okc.registry import LOSSES
 
 Reduction = Literal["mean", "sum", "none"]
+PairMining = Literal["all", "hard"]
 
 
 def _reduce(values: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -31,8 +38,15 @@ class ContrastiveLoss(nn.Module):
     """Pull relevant pairs together, push the others beyond ``margin``.
 
     With ``S = cdist(emb1, emb2)`` and relevance ``R`` (1: same class), the loss of sample i is
-    ``Σ_j (1 - R_ij)·relu(margin - S_ij)² + R_ij·S_ij²``, plus ``eps·‖emb1_i‖`` (L1 or L2) when
-    ``reg`` is set. ``emb2`` may be the batch itself or a memory bank (cross-batch memory).
+    ``Σ_j (1 - R_ij)·relu(margin - S_ij)² + R_ij·S_ij²`` (``mining: all``, TorchOk's loss), plus
+    ``eps·‖emb1_i‖`` (L1 or L2) when ``reg`` is set. ``emb2`` may be the batch itself or a memory
+    bank (cross-batch memory).
+
+    ``mining: hard`` keeps, per sample, only its hardest pairs: the farthest relevant item and the
+    closest irrelevant one, ``max_{R_ij>0} S_ij² + relu(margin - min_{R_ij=0} S_ij)²``. Easy pairs
+    (most of them, once training has started) then stop diluting the gradient. A sample with no
+    relevant or no irrelevant item in the batch gets no term for it: a class-balanced (P×K)
+    sampler makes sure every sample has both.
     """
 
     def __init__(
@@ -42,8 +56,11 @@ class ContrastiveLoss(nn.Module):
         reg: Literal["L1", "L2"] | None = None,
         reduction: Reduction = "mean",
         eps: float = 1e-3,
+        mining: PairMining = "all",
     ) -> None:
         super().__init__()
+        if mining not in ("all", "hard"):
+            raise ValueError(f"mining must be 'all' or 'hard', got {mining!r}")
         if reg not in (None, "L1", "L2"):
             raise ValueError(f"reg must be 'L1', 'L2' or null, got {reg!r}")
         if reduction not in ("mean", "sum", "none"):
@@ -52,11 +69,18 @@ class ContrastiveLoss(nn.Module):
         self.reg = reg
         self.reduction: Reduction = reduction
         self.eps = eps
+        self.mining: PairMining = mining
 
     def forward(self, emb1: torch.Tensor, emb2: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         dist = torch.cdist(emb1, emb2, p=2)
-        R = R.to(dist.dtype)
-        per_sample = ((1 - R) * F.relu(self.margin - dist).pow(2) + R * dist.pow(2)).sum(1)
+        relevant = R > 0
+        if self.mining == "hard":
+            farthest = torch.where(relevant, dist, 0.0).amax(1)
+            closest = torch.where(relevant, math.inf, dist).amin(1)  # inf: no irrelevant item
+            per_sample = farthest.pow(2) + F.relu(self.margin - closest).pow(2)
+        else:
+            R = R.to(dist.dtype)
+            per_sample = ((1 - R) * F.relu(self.margin - dist).pow(2) + R * dist.pow(2)).sum(1)
         if self.reg == "L1":
             per_sample = per_sample + self.eps * emb1.abs().sum(1)
         elif self.reg == "L2":

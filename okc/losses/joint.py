@@ -11,6 +11,7 @@ for the total, which TorchOk silently overwrote.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -74,7 +75,7 @@ class JointLoss(nn.Module):
         except ValueError:
             raise KeyError(f"no loss tagged '{tag}'; tags: {', '.join(self.tags)}") from None
 
-    @property
+    @functools.cached_property
     def required_keys(self) -> frozenset[str]:
         """The task output keys the losses read."""
         return frozenset(k for m in self.mappings for k in m.values())

@@ -4,7 +4,9 @@ from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
 from okc.tasks.onnx import OnnxModel, ONNXTask, TorchScriptTask
+from okc.tasks.pairwise import PairwiseLearnTask
 from okc.tasks.segmentation import SegmentationTask
+from okc.tasks.triplet import TripletLearnTask
 
 __all__ = [
     "BaseTask",
@@ -12,7 +14,9 @@ __all__ = [
     "InputSpec",
     "ONNXTask",
     "OnnxModel",
+    "PairwiseLearnTask",
     "SegmentationTask",
     "SingleStageDetectionTask",
     "TorchScriptTask",
+    "TripletLearnTask",
 ]

@@ -6,8 +6,10 @@ from okc.data.datasets import (
     coco,
     detection,
     folder,
+    retrieval,
     segmentation,
     shapes,
+    sop,
     sweet_pepper,
 )
 from okc.data.datasets.base import ImageDataset
@@ -16,19 +18,24 @@ from okc.data.datasets.classification import ImageClassificationDataset
 from okc.data.datasets.coco import COCODetection
 from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
+from okc.data.datasets.retrieval import RetrievalDataset
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
+from okc.data.datasets.sop import SOP, TRIPLET_SOP
 from okc.data.datasets.sweet_pepper import SweetPepper
 
 __all__ = [
     "CIFAR10",
     "CIFAR100",
+    "SOP",
+    "TRIPLET_SOP",
     "COCODetection",
     "DetectionDataset",
     "ImageClassificationDataset",
     "ImageDataset",
     "ImageFolder",
     "ImageSegmentationDataset",
+    "RetrievalDataset",
     "Shapes",
     "SweetPepper",
     "cifar",
@@ -36,7 +43,9 @@ __all__ = [
     "coco",
     "detection",
     "folder",
+    "retrieval",
     "segmentation",
     "shapes",
+    "sop",
     "sweet_pepper",
 ]

@@ -21,7 +21,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
 import torch
@@ -44,6 +44,15 @@ _DTYPES = {
 }
 
 
+@runtime_checkable
+class ReadsBatches(Protocol):
+    """A dataset that reads a whole batch at once: ``__getitems__(indices)`` returns what
+    ``collate`` would make of ``[dataset[i] for i in indices]`` (torch's batched-fetch name).
+    The pipeline uses it when no per-sample op has to run between reading and batching."""
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]: ...
+
+
 @attrs.frozen
 class SampleSpec:
     """What the pipeline needs to know of a dataset's samples (see the module docstring)."""
@@ -54,6 +63,7 @@ class SampleSpec:
     skip_corrupt: bool = False
     min_area: float = 0.0  # boxes augmentation leaves this small are dropped (okc.data.ops)
     min_visibility: float = 0.0  # ... and boxes with this fraction or less still in the image
+    reads_batches: bool = False  # ``__getitems__(indices)`` gives a collated batch (in memory)
 
     @classmethod
     def of(cls, dataset: object) -> SampleSpec:
@@ -63,6 +73,7 @@ class SampleSpec:
         return cls(
             tuple(dataset.image_keys), tuple(dataset.ragged_keys), dataset.input_dtype,
             dataset.skip_corrupt, dataset.min_area, dataset.min_visibility,
+            isinstance(dataset, ReadsBatches),
         )  # fmt: skip
 
 

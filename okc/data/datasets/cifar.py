@@ -7,12 +7,7 @@ run arbitrary code, so batches are read with an unpickler that may only rebuild 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
-import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,14 +16,11 @@ import numpy as np
 import torch
 
 from okc.data.datasets.base import ImageDataset, InputDtype
-from okc.data.datasets.folder import unpack
+from okc.data.datasets.download import unpack_archive
 from okc.data.io import ImageFormat, convert_format
 from okc.errors import OkcError
 from okc.paths import data_dir
 from okc.registry import DATASETS
-
-# Seconds to wait for the server to answer (and between bytes): offline fails fast.
-CONNECT_TIMEOUT = 10.0
 
 
 @attrs.frozen
@@ -117,7 +109,9 @@ class _CIFAR(ImageDataset):
         batches = folder / archive.folder
         names = archive.train if train else archive.test
         if not all((batches / n).is_file() for n in names):
-            _unpack(archive, folder, download=download)
+            unpack_archive(
+                folder, url=archive.url, md5=archive.md5, inner=archive.folder, download=download
+            )
         parts = [load_batch(batches / n) for n in names]
         try:
             data = np.concatenate([p["data"] for p in parts])
@@ -138,6 +132,15 @@ class _CIFAR(ImageDataset):
         if self.test_mode:
             return {"image": self.images[index], "index": index}
         return {"image": self.images[index], "target": self.targets[index], "index": index}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        """A whole batch, as collate would give it, with one tensor index per key: the data is
+        in memory, so a batch is a gather, not a loop of per-sample dicts and a stack."""
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        batch = {"image": self.images[index], "index": index}
+        if not self.test_mode:
+            batch["target"] = self.targets[index]
+        return batch
 
 
 @DATASETS.register
@@ -189,54 +192,3 @@ def _class_names(batches: Path) -> list[str] | None:
             names = load_batch(batches / meta_name).get(key)
             return [n.decode() if isinstance(n, bytes) else str(n) for n in names or []] or None
     return None
-
-
-def _unpack(archive: Archive, folder: Path, *, download: bool) -> None:
-    path = folder / archive.filename
-    if not path.is_file():
-        if not download:
-            raise OkcError(
-                f"{archive.filename} not found in {folder}; set download: true, or put the file "
-                f"there (from {archive.url}, md5 {archive.md5})"
-            )
-        _download(archive, path)
-    digest = md5sum(path)
-    if digest != archive.md5:
-        raise OkcError(
-            f"{path} is corrupt or not the official archive (md5 {digest}, expected "
-            f"{archive.md5}); delete it and download again, or put the right file there"
-        )
-    target = folder / archive.folder
-    shutil.rmtree(target, ignore_errors=True)
-    staging = folder / (archive.folder + ".unpacking")
-    shutil.rmtree(staging, ignore_errors=True)
-    unpack(path, staging)
-    os.replace(staging / archive.folder, target)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _download(archive: Archive, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        with (
-            urllib.request.urlopen(archive.url, timeout=CONNECT_TIMEOUT) as response,
-            open(partial, "wb") as f,
-        ):
-            shutil.copyfileobj(response, f, length=1 << 20)
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        partial.unlink(missing_ok=True)
-        reason = getattr(err, "reason", err)
-        raise OkcError(
-            f"cannot download {archive.url} ({reason}); without network access put "
-            f"{archive.filename} (md5 {archive.md5}) in {path.parent}"
-        ) from err
-    os.replace(partial, path)
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

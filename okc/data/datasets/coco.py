@@ -28,8 +28,8 @@ import attrs
 import torch
 
 from okc.data.datasets.base import InputDtype, TargetDtype
-from okc.data.datasets.cifar import _download, md5sum
 from okc.data.datasets.detection import BoxDataset
+from okc.data.datasets.download import fetch, md5sum
 from okc.data.io import ImageFormat
 from okc.errors import OkcError
 from okc.paths import data_dir
@@ -198,7 +198,7 @@ def _fetch(archive: CocoArchive, root: Path, *, download: bool, split: str) -> N
                 f"COCO {split}: {root / archive.folder} not found; set download: true, or put "
                 f"{archive.filename} (from {archive.url}, md5 {archive.md5}) in {root}"
             )
-        _download(archive, path)  # type: ignore[arg-type]  # uses url, filename and md5
+        fetch(archive.url, path, md5=archive.md5)
     digest = md5sum(path)
     if digest != archive.md5:
         raise OkcError(

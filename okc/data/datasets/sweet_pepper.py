@@ -3,8 +3,9 @@
 620 HD greenhouse images, 500 for training and 120 for validation, with masks of three classes:
 0 background, 1 fruit, 2 peduncle. TorchOk's archive unpacks to ``sweet_pepper/`` holding
 ``train.csv`` and ``valid.csv`` (columns ``image_path`` and ``mask``, paths relative to that
-folder) beside the images and masks. Download, md5 check and unpacking are CIFAR's (``ARCHIVE`` is
-module-level so tests and mirrors can point it elsewhere).
+folder) beside the images and masks. Download, md5 check and unpacking are
+``okc.data.datasets.download``'s (``ARCHIVE`` is module-level so tests and mirrors can point it
+elsewhere).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from okc.data.datasets.base import InputDtype, TargetDtype
-from okc.data.datasets.cifar import Archive, _unpack
+from okc.data.datasets.cifar import Archive
+from okc.data.datasets.download import unpack_archive
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.io import ImageFormat
 from okc.paths import data_dir
@@ -60,7 +62,9 @@ class SweetPepper(ImageSegmentationDataset):
         folder = Path(data_folder).expanduser() if data_folder else data_dir("sweet_pepper")
         annotation = ARCHIVE.train[0] if train else ARCHIVE.test[0]
         if not (folder / ARCHIVE.folder / annotation).is_file():
-            _unpack(ARCHIVE, folder, download=download)
+            unpack_archive(
+                folder, url=ARCHIVE.url, md5=ARCHIVE.md5, inner=ARCHIVE.folder, download=download
+            )
         super().__init__(
             data_folder=str(folder / ARCHIVE.folder),
             annotation_path=annotation,
