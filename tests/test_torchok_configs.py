@@ -32,10 +32,6 @@ CLASSIFICATION = {
 }
 IMAGENET = CONFIGS / "classification_imagenet.yaml"
 ONNX_INFER = CONFIGS / "onnx_infer.yaml"
-AUGMENT_FIDELITY = (
-    "classification_imagenet.yaml uses FancyPCA and size-changing ops (Resize, RandomCrop) in "
-    "augment: augmentation fidelity, another engineer's part of issue #12"
-)
 CPU_RUN = (
     "trainer.accelerator=cpu", "task.params.backbone_params.pretrained=false",
     "trainer.precision=32", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -81,15 +77,8 @@ def test_classification_files_check_unchanged(name: str, torchok_env: Path) -> N
     assert okc.check(CLASSIFICATION[name]) == []
 
 
-@pytest.mark.xfail(reason=AUGMENT_FIDELITY, raises=AssertionError, strict=True)
 def test_imagenet_file_checks_unchanged(torchok_env: Path) -> None:
     assert okc.check(IMAGENET) == []
-
-
-def test_imagenet_file_fails_only_for_augmentation(torchok_env: Path) -> None:
-    """Until the augmentation work lands, nothing but augment stands in the way."""
-    errors = okc.check(IMAGENET)
-    assert errors and all(e.path.startswith("data.TRAIN.0.dataset.augment.") for e in errors)
 
 
 def test_old_format_files_are_rejected_with_their_new_places(torchok_env: Path) -> None:
@@ -143,16 +132,17 @@ def test_classification_files_train_two_steps(name: str, cifar_home: Path, tmp_p
 
 
 def _imagenet_folder(home: Path) -> None:
+    """Images of two sizes: the file's augment starts with Resize, which runs per sample."""
     root = home / "dataset" / "imagenet" / "ILSVRC"
     for split, n in (("train", 8), ("val", 4)):
         rows = ["image_path,label"]
         for i in range(n):
-            write_image(root / split / f"{i}.png", (30 * i, 60, 90), size=(40, 48))
+            size = (40, 48) if i % 2 else (300, 220)
+            write_image(root / split / f"{i}.png", (30 * i, 60, 90), size=size)
             rows.append(f"{split}/{i}.png,{i % 1000}")
         (root / f"ILSVRC_{split}.csv").write_text("\n".join(rows) + "\n")
 
 
-@pytest.mark.xfail(reason=AUGMENT_FIDELITY, raises=ConfigErrors, strict=True)
 def test_imagenet_file_trains_two_steps(torchok_env: Path) -> None:
     _imagenet_folder(torchok_env)
     small = ("trainer.devices=1", "trainer.strategy=auto", "data.TRAIN.0.dataloader.batch_size=4",
