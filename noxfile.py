@@ -26,5 +26,11 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def perf(session: nox.Session) -> None:
     session.install("-e", ".")
-    for script in ("perf/bench_data.py", "perf/bench_step.py"):
+    session.install("-r", "perf/requirements.txt")
+    for script in (
+        "perf/bench_train.py",
+        "perf/bench_data.py",
+        "perf/bench_step.py",
+        "perf/bench_compile.py",
+    ):
         session.run("python", script, *session.posargs)

@@ -288,7 +288,7 @@ def test_pipeline_moves_boxes_per_sample_and_on_the_batch(tmp_path: Path) -> Non
 
 def test_pipeline_refuses_ops_that_cannot_move_boxes(tmp_path: Path) -> None:
     folder = _csv_folder(tmp_path, [("im0.png", "[]", "[]")])
-    item = _item(folder, [], [{"name": "HorizontalFlip"}, {"name": "ElasticTransform"}])
+    item = _item(folder, [], [{"name": "HorizontalFlip"}, {"name": "RandomElasticTransform"}])
     with pytest.raises(ConfigError, match=r"data.TRAIN.0.dataset.augment.1.name: "
                                           r"RandomElasticTransform cannot move bounding boxes"):  # fmt: skip
         build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0")

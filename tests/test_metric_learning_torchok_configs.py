@@ -13,9 +13,8 @@ while ``okc check`` still reports them; the test tightens by itself once they ex
   and the ``TensorBoardLogger`` logger;
 - ``FreezeUnfreeze`` (TorchOk's fine-tuning callback) is not in okc yet either.
 
-One override is not about the environment: ``representation_arcface_sop`` uses torchmetrics'
-``Accuracy`` without ``task``, which torchmetrics 1.x requires and okc deliberately does not guess
-(okc/metrics/manager.py), so the test adds ``task: multiclass`` and ``num_classes``.
+``representation_arcface_sop``'s ``Accuracy`` names no ``task``: okc reads it from the first
+batch's shapes, as torchmetrics 0.x did (okc/metrics/inferred.py).
 """
 
 from __future__ import annotations
@@ -41,11 +40,7 @@ NOT_YET_IN_OKC = {
 # 16 train products x 5 images: one full batch of 64 (the configs drop the last partial batch)
 TRAIN = {class_id: 5 for class_id in range(1, 17)}
 TEST = {11319: 3, 11320: 2, 11321: 2}  # every test product has a match to retrieve
-OVERRIDES = {
-    "representation_arcface_sop": [
-        "+metrics.0.params.task=multiclass", "+metrics.0.params.num_classes=11318",
-    ],
-}  # fmt: skip
+OVERRIDES: dict[str, list[str]] = {}
 
 
 def environment(folder: Path) -> list[str]:

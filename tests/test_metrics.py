@@ -160,12 +160,30 @@ def test_missing_output_key_names_the_config_path_and_the_outputs():
     manager.check_outputs(Phase.VALID, {"prediction", "target"})
 
 
-def test_accuracy_without_task_explains_what_is_needed():
+@pytest.mark.parametrize(
+    ("preds", "target", "expected"),
+    [
+        (torch.randn(4, 3), torch.tensor([0, 2, 1, 2]), "MulticlassAccuracy"),
+        (torch.randn(4, 3), torch.randint(0, 2, (4, 3)), "MultilabelAccuracy"),
+        (torch.randn(4), torch.tensor([0, 1, 1, 0]), "BinaryAccuracy"),
+    ],
+)
+def test_accuracy_without_task_or_size_reads_them_from_the_first_batch_shapes(
+    preds, target, expected
+):
+    """torchmetrics 0.x inferred task and size from the data; okc reads shapes, never values."""
     spec = Metric(name="Accuracy", mapping=MAP)
-    with pytest.raises(OkcError, match=r"metrics\.0\.params: .*'task'.*num_classes"):
-        MetricsManager([spec])
-    (err,) = check_metrics([spec])
-    assert err.path == "metrics.0.params"
+    assert check_metrics([spec]) == []
+    manager = MetricsManager([spec])
+    manager.update(Phase.VALID, {"prediction": preds, "target": target})
+    (metric,) = manager.phase_metrics["VALID"]
+    assert type(metric.metric).__name__ == expected
+    task = expected.removesuffix("Accuracy").lower()
+    size = {"multiclass": {"num_classes": 3}, "multilabel": {"num_labels": 3}}.get(task, {})
+    reference = torchmetrics.Accuracy(task=task, **size)
+    reference.update(preds, target)
+    value = manager.on_epoch_end(Phase.VALID)["valid/Accuracy"]
+    assert value.item() == pytest.approx(reference.compute().item())
 
 
 @pytest.mark.parametrize(

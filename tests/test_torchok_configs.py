@@ -32,14 +32,6 @@ CLASSIFICATION = {
 }
 IMAGENET = CONFIGS / "classification_imagenet.yaml"
 ONNX_INFER = CONFIGS / "onnx_infer.yaml"
-AUGMENT_FIDELITY = (
-    "classification_imagenet.yaml uses FancyPCA and size-changing ops (Resize, RandomCrop) in "
-    "augment: augmentation fidelity, another engineer's part of issue #12"
-)
-METRIC_TASK = (
-    "onnx_infer.yaml's Accuracy/F1Score omit `task`, which torchmetrics >= 0.11 requires (TorchOk "
-    "failed on it too); inferring it is a metrics-layer decision"
-)
 CPU_RUN = (
     "trainer.accelerator=cpu", "task.params.backbone_params.pretrained=false",
     "trainer.precision=32", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
@@ -85,15 +77,8 @@ def test_classification_files_check_unchanged(name: str, torchok_env: Path) -> N
     assert okc.check(CLASSIFICATION[name]) == []
 
 
-@pytest.mark.xfail(reason=AUGMENT_FIDELITY, raises=AssertionError, strict=True)
 def test_imagenet_file_checks_unchanged(torchok_env: Path) -> None:
     assert okc.check(IMAGENET) == []
-
-
-def test_imagenet_file_fails_only_for_augmentation(torchok_env: Path) -> None:
-    """Until the augmentation work lands, nothing but augment stands in the way."""
-    errors = okc.check(IMAGENET)
-    assert errors and all(e.path.startswith("data.TRAIN.0.dataset.augment.") for e in errors)
 
 
 def test_old_format_files_are_rejected_with_their_new_places(torchok_env: Path) -> None:
@@ -147,16 +132,17 @@ def test_classification_files_train_two_steps(name: str, cifar_home: Path, tmp_p
 
 
 def _imagenet_folder(home: Path) -> None:
+    """Images of two sizes: the file's augment starts with Resize, which runs per sample."""
     root = home / "dataset" / "imagenet" / "ILSVRC"
     for split, n in (("train", 8), ("val", 4)):
         rows = ["image_path,label"]
         for i in range(n):
-            write_image(root / split / f"{i}.png", (30 * i, 60, 90), size=(40, 48))
+            size = (40, 48) if i % 2 else (300, 220)
+            write_image(root / split / f"{i}.png", (30 * i, 60, 90), size=size)
             rows.append(f"{split}/{i}.png,{i % 1000}")
         (root / f"ILSVRC_{split}.csv").write_text("\n".join(rows) + "\n")
 
 
-@pytest.mark.xfail(reason=AUGMENT_FIDELITY, raises=ConfigErrors, strict=True)
 def test_imagenet_file_trains_two_steps(torchok_env: Path) -> None:
     _imagenet_folder(torchok_env)
     small = ("trainer.devices=1", "trainer.strategy=auto", "data.TRAIN.0.dataloader.batch_size=4",
@@ -186,33 +172,20 @@ def onnx_placeholders(cifar_home: Path, tmp_path: Path, monkeypatch: pytest.Monk
     return tmp_path
 
 
-@pytest.mark.xfail(reason=METRIC_TASK, raises=AssertionError, strict=True)
 def test_onnx_infer_checks_unchanged(onnx_placeholders: Path) -> None:
     assert okc.check(ONNX_INFER) == []
 
 
-TASKED = (
-    "+metrics.0.params={task: multiclass, num_classes: 10}",
-    "+metrics.1.params={task: multiclass, num_classes: 10}",
-)
-
-
 def test_onnx_infer_runs_test_and_predict(onnx_placeholders: Path, capsys) -> None:
-    """Everything but the metrics' missing `task` runs unchanged: the file's providers (CUDA,
-    absent here: a warning), its input name, its output name as the metrics' mapping."""
-    assert [str(e) for e in okc.check(ONNX_INFER)] == [
-        f"metrics.{i}.params: torchmetrics' {m} needs 'task' (binary, multiclass or multilabel) "
-        "and, for multiclass, 'num_classes' (multilabel: 'num_labels'), e.g. {task: multiclass, "
-        "num_classes: 10} (configs for torchmetrics 0.x omit them)"
-        for i, m in enumerate(("Accuracy", "F1Score"))
-    ]
+    """The file runs unchanged: its providers (CUDA, absent here: a warning), its input name,
+    its output name as the metrics' mapping, its Accuracy/F1Score without task or size."""
     cpu = ("trainer.accelerator=cpu", "trainer.limit_test_batches=2")
     with pytest.warns(UserWarning, match="CUDAExecutionProvider not available"):
-        code = main(["-cp", str(CONFIGS), "-cn", "onnx_infer", "+mode=test", *cpu, *TASKED])
+        code = main(["-cp", str(CONFIGS), "-cn", "onnx_infer", "+mode=test", *cpu])
     out = capsys.readouterr().out
     assert code == 0 and "test/Accuracy" in out and "test/F1Score" in out
     with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
-        path = okc.predict(ONNX_INFER, [*cpu, *TASKED], output=onnx_placeholders / "p.csv")
+        path = okc.predict(ONNX_INFER, [*cpu], output=onnx_placeholders / "p.csv")
     header = path.read_text().splitlines()[0].split(",")
     assert header[:2] == ["index", "<onnx_output>_0"]
 

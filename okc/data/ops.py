@@ -5,16 +5,18 @@ Every op maps ``(image, masks) -> (image, masks)``, or with boxes
 [0, 1] (normalized after ``Normalize``) and ``masks`` a list of float (B,1,H,W) label maps that
 geometric ops move with the image and photometric ops leave alone. Size ops (``per_sample = True``)
 also run on one uint8 (C,H,W) sample with int64 (1,H,W) masks on the CPU, before batching: that
-is what makes differently-sized images batchable.
+is what makes differently-sized images batchable. Other ops that must run before batching (a
+random op ahead of a size op in ``augment``) run there through ``OneSample``.
 
 ``boxes`` is a ``Boxes``: per image an (N_i, 4) xyxy tensor in pixels with its labels. Geometric
 ops move boxes exactly as they move the image (okc's size ops with torchvision's box kernels, the
 same kernels as the image; Kornia's flips, crops, affine and perspective warps with Kornia's own
-transform matrix), photometric ops leave them alone, and an op that cannot move boxes (elastic or
-fisheye warps, a user op without box support) raises an error when boxes are present rather than
-leaving them stale. After every geometric op the boxes are clipped to the image, and a box is
-dropped with its label when nothing of it is left, when its area is at most ``min_area`` pixels
-or when the fraction of its area still inside the image is at most ``min_visibility``
+transform matrix; okc's warps in ``okc.data.warps``), photometric ops leave them alone, and an
+op that cannot move boxes (Kornia's elastic or fisheye warps, a user op without box support)
+raises an error when boxes are present rather than leaving them stale. After every geometric op
+the boxes are clipped to the image, and a box is dropped with its label when nothing of it is
+left, when its area is at most ``min_area`` pixels or when the fraction of its area still inside
+the image is at most ``min_visibility``
 (albumentations' rule, which TorchOk's datasets configured; both default to 0).
 
 Random choices are made per sample, as albumentations does; containers apply a child to the
@@ -34,6 +36,9 @@ Any other module is called as ``(image, masks) -> (image, masks)`` and refused o
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +50,7 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
+from okc.data import borders, rng
 from okc.errors import OkcError
 
 Masks = list[torch.Tensor]
@@ -169,7 +175,7 @@ _INTERPOLATION = {
     0: InterpolationMode.NEAREST,
     1: InterpolationMode.BILINEAR,
     2: InterpolationMode.BICUBIC,
-    3: InterpolationMode.BILINEAR,  # cv2 INTER_AREA: bilinear with antialias is the tensor analogue
+    3: InterpolationMode.BILINEAR,  # cv2 INTER_AREA: resizes antialias it; warps read it as linear
     4: InterpolationMode.BICUBIC,  # cv2 INTER_LANCZOS4
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
@@ -309,6 +315,53 @@ def runs_per_sample(op: nn.Module) -> bool:
     return isinstance(op, BatchOp) and op.per_sample
 
 
+def holds_size_op(op: nn.Module) -> bool:
+    """Whether ``op`` is a size op or a container with one inside (OneOf/Compose of crops):
+    the output size of either depends on the input's, so it runs before batching."""
+    return any(runs_per_sample(m) for m in op.modules())
+
+
+class OneSample(BatchOp):
+    """Runs a batch op on one sample of the pipeline's per-sample stage (see ``pipeline``).
+
+    Per-sample ops see a uint8 (C,H,W) image with int64 (1,H,W) label maps, size ops work on
+    those directly; other ops get the float (1,C,H,W) batch of one they expect, and the result
+    is quantized back to uint8, as albumentations quantizes after every op on uint8 images.
+    """
+
+    per_sample = True
+
+    def __init__(self, op: nn.Module) -> None:
+        super().__init__()
+        self.op = op
+
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        if runs_per_sample(self.op):
+            return run(self.op, image, masks, boxes)
+        op = self._thread_copy()
+        integer = image.dtype == torch.uint8
+        batch = image[None].float() / 255 if integer else image[None]
+        out, out_masks, boxes = run(op, batch, [m[None].float() for m in masks], boxes)
+        out = (out[0] * 255).round_().clamp_(0, 255).to(torch.uint8) if integer else out[0]
+        return out, [m[0].round().to(o.dtype) for m, o in zip(out_masks, masks, strict=True)], boxes
+
+    def box_problem(self) -> str | None:
+        return box_problem(self.op)
+
+    def _thread_copy(self) -> nn.Module:
+        """This loader thread's own copy of the op: Kornia's modules keep the parameters of
+        their last call on themselves, so threads sharing one would mix their samples' draws."""
+        copies = getattr(_THREAD, "copies", None)
+        if copies is None:
+            copies = _THREAD.copies = weakref.WeakKeyDictionary()
+        if self not in copies:
+            copies[self] = copy.deepcopy(self.op)
+        return copies[self]
+
+
+_THREAD = threading.local()
+
+
 def apply_to(
     op: nn.Module, image: torch.Tensor, masks: Masks, boxes: Boxes | None, chosen: torch.Tensor
 ) -> Out:
@@ -357,8 +410,8 @@ class OneOf(BatchOp):
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch = image.shape[0]
-        apply = torch.rand(batch, device=image.device) < self.p
-        choice = torch.multinomial(self.weights.to(image.device), batch, replacement=True)
+        apply = rng.rand(batch, device=image.device) < self.p
+        choice = rng.multinomial(self.weights.to(image.device), batch)
         for k, op in enumerate(self.children_):
             image, masks, boxes = apply_to(op, image, masks, boxes, apply & (choice == k))
         return image, masks, boxes
@@ -381,11 +434,11 @@ class SomeOf(BatchOp):
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         batch, count = image.shape[0], len(self.children_)
-        apply = torch.rand(batch, device=image.device) < self.p
+        apply = rng.rand(batch, device=image.device) < self.p
         if self.replace:
-            picks = torch.randint(count, (batch, self.n), device=image.device)
+            picks = rng.randint(0, count, (batch, self.n), device=image.device)
         else:
-            picks = torch.rand(batch, count, device=image.device).argsort(1)[:, : self.n]
+            picks = rng.rand(batch, count, device=image.device).argsort(1)[:, : self.n]
         chosen = F.one_hot(picks, count).amax(1).bool() & apply[:, None]
         for k, op in enumerate(self.children_):
             image, masks, boxes = apply_to(op, image, masks, boxes, chosen[:, k])
@@ -406,11 +459,55 @@ class Compose(BatchOp):
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
         if self.p >= 1.0:
             return self.chain.apply(image, masks, boxes)
-        chosen = torch.rand(image.shape[0], device=image.device) < self.p
+        chosen = rng.rand(image.shape[0], device=image.device) < self.p
         return apply_to(self.chain, image, masks, boxes, chosen)
 
     def box_problem(self) -> str | None:
         return self.chain.box_problem()
+
+
+class RandomFlip(BatchOp):
+    """Per sample, with probability ``p``, one of ``choices`` (``(horizontal, vertical)`` flags)
+    drawn uniformly. The per-sample stage runs Kornia's random flips as this op
+    (``per_sample_form``), which draws from ``okc.data.rng``; on the device Kornia's stay."""
+
+    def __init__(self, choices: Sequence[tuple[bool, bool]], p: float) -> None:
+        super().__init__()
+        self.register_buffer("choices", torch.tensor(choices, dtype=torch.bool), persistent=False)
+        self.p = p
+
+    def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
+        batch, device = image.shape[0], image.device
+        chosen = rng.rand(batch, device=device) < self.p
+        pick = self.choices.to(device)[rng.randint(0, len(self.choices), (batch,), device=device)]
+        flips = pick & chosen[:, None]  # (B, 2): horizontal, vertical
+
+        def flip(t: torch.Tensor) -> torch.Tensor:
+            t = torch.where(flips[:, 0].view(-1, 1, 1, 1), t.flip(-1), t)
+            return torch.where(flips[:, 1].view(-1, 1, 1, 1), t.flip(-2), t)
+
+        if boxes is not None:
+            height, width = image.shape[-2:]
+            moved = []
+            for box, (horizontal, vertical) in zip(boxes.boxes, flips.tolist(), strict=True):
+                x1, y1, x2, y2 = box.unbind(1)  # sync point above: which samples flipped
+                if horizontal:
+                    x1, x2 = width - x2, width - x1
+                if vertical:
+                    y1, y2 = height - y2, height - y1
+                moved.append(torch.stack([x1, y1, x2, y2], dim=1))
+            boxes = boxes.moved(moved, height, width)
+        return flip(image), [flip(m) for m in masks], boxes
+
+
+def per_sample_form(op: nn.Module) -> nn.Module:
+    """``op`` as the per-sample stage runs it: Kornia's random flips become ``RandomFlip`` (the
+    same op drawing from the sample's own stream); Kornia at p=1 draws nothing, so flips inside
+    okc's containers (Flip's OneOf) need no change."""
+    if isinstance(op, K.RandomHorizontalFlip | K.RandomVerticalFlip) and float(op.p) < 1.0:
+        horizontal = isinstance(op, K.RandomHorizontalFlip)
+        return RandomFlip([(horizontal, not horizontal)], p=float(op.p))
+    return op
 
 
 class Identity(BatchOp):
@@ -489,7 +586,8 @@ class _Resizing(SizeOp):
     def __init__(self, interpolation: int | str, antialias: bool, p: float) -> None:
         super().__init__(p)
         self.mode = to_interpolation(interpolation)
-        self.antialias = antialias and self.mode != InterpolationMode.NEAREST
+        area = interpolation in (3, "area")  # cv2's INTER_AREA averages: always antialiased
+        self.antialias = (antialias or area) and self.mode != InterpolationMode.NEAREST
 
     def target(self, height: int, width: int) -> tuple[int, int]:
         raise NotImplementedError
@@ -588,45 +686,83 @@ class Crop(SizeOp):
 
 
 class PadIfNeeded(SizeOp):
-    """Pad to at least ``min_height`` x ``min_width`` with a constant (``value``/``mask_value``)."""
+    """Pad to at least ``min_height`` x ``min_width`` (or up to a multiple of the divisors) with
+    cv2's ``border`` mode; ``value``/``mask_value`` fill a constant border (0-255 units / labels).
+    """
+
+    POSITIONS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
 
     def __init__(
         self,
-        min_height: int,
-        min_width: int,
+        min_height: int | None,
+        min_width: int | None,
         *,
+        pad_height_divisor: int | None = None,
+        pad_width_divisor: int | None = None,
         position: str = "center",
-        value: float = 0,
-        mask_value: float = 0,
+        border: int = borders.BORDER_REFLECT_101,
+        value: borders.Fill = None,
+        mask_value: borders.Fill = None,
         p: float = 1.0,
     ) -> None:
         super().__init__(p)
-        if position not in ("center", "top_left"):
-            raise ValueError(f"position must be center or top_left, not '{position}'")
+        if (min_height is None) == (pad_height_divisor is None):
+            raise ValueError("set exactly one of min_height and pad_height_divisor")
+        if (min_width is None) == (pad_width_divisor is None):
+            raise ValueError("set exactly one of min_width and pad_width_divisor")
+        if position not in self.POSITIONS:
+            raise ValueError(
+                f"position must be one of {', '.join(self.POSITIONS)}, not {position!r}"
+                + (
+                    " (random places each sample differently: not supported)"
+                    * (position == "random")
+                )
+            )
         self.min_height, self.min_width, self.position = min_height, min_width, position
-        self.value, self.mask_value = value, mask_value
+        self.divisors = (pad_height_divisor, pad_width_divisor)
+        self.border, self.value, self.mask_value = border, value, mask_value
 
-    def _padding(self, height: int, width: int) -> list[int]:
-        dh, dw = max(0, self.min_height - height), max(0, self.min_width - width)
-        if self.position == "top_left":
-            return [0, 0, dw, dh]
-        return [dw // 2, dh // 2, dw - dw // 2, dh - dh // 2]
+    def _padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) as albumentations splits them."""
+        dh = _grow(height, self.min_height, self.divisors[0])
+        dw = _grow(width, self.min_width, self.divisors[1])
+        top, left = dh // 2, dw // 2
+        if self.position in ("top_left", "top_right"):
+            top = 0
+        if self.position in ("bottom_left", "bottom_right"):
+            top = dh
+        if self.position in ("top_left", "bottom_left"):
+            left = 0
+        if self.position in ("top_right", "bottom_right"):
+            left = dw
+        return top, dh - top, left, dw - left
 
     def image(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        fill = self.value if image.dtype == torch.uint8 else self.value / 255
-        return TF.pad(image, self._padding(height, width), fill=fill)
+        scale = 1.0 if image.dtype == torch.uint8 else 255.0
+        fill = borders.fill_tensor(self.value, image, scale=scale)
+        return borders.pad(image, *self._padding(height, width), border=self.border, fill=fill)
 
     def mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return TF.pad(mask, self._padding(height, width), fill=self.mask_value)
+        fill = borders.fill_tensor(self.mask_value, mask, scale=1.0)
+        return borders.pad(mask, *self._padding(height, width), border=self.border, fill=fill)
 
     def box(self, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
-        return TF.pad(boxes, self._padding(*boxes.canvas_size))
+        top, bottom, left, right = self._padding(*boxes.canvas_size)
+        return TF.pad(boxes, [left, top, right, bottom])
+
+
+def _grow(size: int, least: int | None, divisor: int | None) -> int:
+    """How much albumentations pads one side: up to ``least``, or to a multiple of ``divisor``."""
+    if least is not None:
+        return max(0, least - size)
+    assert divisor is not None
+    return (divisor - size % divisor) % divisor
 
 
 # --- photometric ops Kornia has no close match for ----------------------------------------------
 
 
-class _Random(BatchOp):
+class Photometric(BatchOp):
     """A photometric op applied per sample with probability ``p``; masks untouched."""
 
     def __init__(self, p: float) -> None:
@@ -634,7 +770,7 @@ class _Random(BatchOp):
         self.p = p
 
     def apply(self, image: torch.Tensor, masks: Masks, boxes: Boxes | None) -> Out:
-        apply = torch.rand(image.shape[0], 1, 1, 1, device=image.device) < self.p
+        apply = rng.rand(image.shape[0], 1, 1, 1, device=image.device) < self.p
         return torch.where(apply, self.change(image), image), masks, boxes
 
     def change(self, image: torch.Tensor) -> torch.Tensor:
@@ -642,10 +778,10 @@ class _Random(BatchOp):
 
 
 def _uniform(low: float, high: float, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
+    return rng.rand(shape, device=like.device, dtype=like.dtype) * (high - low) + low
 
 
-class GaussNoise(_Random):
+class GaussNoise(Photometric):
     """Gaussian noise with a per-sample variance drawn from ``var_limit`` (0-255 units)."""
 
     def __init__(
@@ -658,13 +794,13 @@ class GaussNoise(_Random):
     def change(self, image: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = image.shape
         std = _uniform(*self.var_limit, (batch, 1, 1, 1), image).sqrt_() / 255
-        noise = torch.randn(
+        noise = rng.randn(
             batch, channels if self.per_channel else 1, height, width, device=image.device
         )
         return (image + noise * std + self.mean / 255).clamp_(0, 1)
 
 
-class MultiplicativeNoise(_Random):
+class MultiplicativeNoise(Photometric):
     """Multiply by a factor from ``multiplier``: per sample, channel or pixel."""
 
     def __init__(
@@ -714,14 +850,14 @@ class CoarseDropout(BatchOp):
         batch, _, height, width = image.shape
         device = image.device
         k = self.holes[1]
-        count = torch.randint(self.holes[0], k + 1, (batch, 1), device=device)
+        count = rng.randint(self.holes[0], k + 1, (batch, 1), device=device)
         active = (torch.arange(k, device=device) < count) & (
-            torch.rand(batch, 1, device=device) < self.p
+            rng.rand(batch, 1, device=device) < self.p
         )
         hole_h = _pixels(self.heights, height, (batch, k), device)
         hole_w = _pixels(self.widths, width, (batch, k), device)
-        top = (torch.rand(batch, k, device=device) * (height - hole_h + 1)).floor()
-        left = (torch.rand(batch, k, device=device) * (width - hole_w + 1)).floor()
+        top = (rng.rand(batch, k, device=device) * (height - hole_h + 1)).floor()
+        left = (rng.rand(batch, k, device=device) * (width - hole_w + 1)).floor()
         ys = torch.arange(height, device=device).view(1, 1, -1)
         xs = torch.arange(width, device=device).view(1, 1, -1)
         in_rows = (ys >= top[..., None]) & (ys < (top + hole_h)[..., None])  # (B,k,H)
@@ -739,4 +875,4 @@ def _pixels(
 ) -> torch.Tensor:
     """Hole sizes in pixels, uniform over the limits (fractions of ``side`` when below 1)."""
     low, high = (int(v * side) if v < 1 else int(v) for v in limits)
-    return torch.randint(low, max(low, high) + 1, shape, device=device).clamp_(1, side)
+    return rng.randint(low, max(low, high) + 1, shape, device=device).clamp_(1, side)

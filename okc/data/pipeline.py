@@ -4,6 +4,15 @@
 ``to_device`` moves one to the device and runs augmentation (TRAIN only) and the batched part of
 ``transform``, eagerly (Kornia does not compile with fullgraph), ending with ``input_dtype``.
 
+What runs where: ops whose output size depends on the input's run on each sample in the loader
+threads, on the CPU, before batching: augment's ops up to and including its last size op (random
+ops before it too, in the file's order: ``okc.data.augment.split_augment``), then the
+transform's size ops. Everything else runs on the batch, on the device: the rest of augment,
+then the rest of transform. TorchOk ran augment then transform; okc runs the transform's size
+ops ahead of augment's batched tail, which is what lets that tail run on whole batches. Random
+ops of the per-sample stage draw from a stream of the sample's own, seeded by (seed, epoch,
+index) (``okc.data.rng``), so thread timing never changes a run.
+
 Boxes (``bboxes`` with their ``label``, one tensor per image) follow the first image key through
 the per-sample size ops and the batched augment/transform (``okc.data.ops.Boxes``), with the
 dataset's ``min_area`` and ``min_visibility`` deciding which boxes the ops' cropping drops.
@@ -22,12 +31,13 @@ from torch import nn
 
 from okc.config.bind import build, resolve
 from okc.config.schema import DataItem, Phase
-from okc.data.augment import build_ops, split_transform
+from okc.data import rng
+from okc.data.augment import build_ops, split_augment, split_transform
 from okc.data.collate import collate
 from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
-from okc.data.ops import Boxes, Chain, box_problem, run
+from okc.data.ops import Boxes, Chain, Normalize, box_problem, run
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
 from okc.errors import ConfigError, ConfigErrors, OkcError
@@ -88,9 +98,12 @@ class _LoadFailure:
 class _BatchReader:
     """Reads one batch: samples, per-sample size ops, collate; skips corrupt samples if asked."""
 
-    def __init__(self, dataset: Any, per_sample: Sequence[nn.Module]) -> None:
+    def __init__(
+        self, dataset: Any, per_sample: Sequence[nn.Module], order: BatchOrder | None = None
+    ) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
+        self.order = order  # its seed and epoch seed each sample's random draws
         self.spec = spec = SampleSpec.of(dataset)
         self.image_keys, self.ragged_keys, self.skip = (
             spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
@@ -121,12 +134,14 @@ class _BatchReader:
             warnings.warn(f"skip_corrupt: skipped {err} ({count} skipped so far)", stacklevel=2)
             return None
         if self.per_sample:
-            sample = self._resize(sample)
+            seed, epoch = (self.order.seed, self.order.epoch) if self.order else (0, 0)
+            with rng.sample_generator(rng.sample_seed(seed, epoch, index)):
+                sample = self._resize(sample)
         return sample
 
     def _resize(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Size ops on each image; label maps and boxes follow the first image (ops want
-        (C,H,W))."""
+        (C,H,W)). Random ops here draw from the sample's own stream (``okc.data.rng``)."""
         out = dict(sample)
         for n, key in enumerate(self.image_keys):
             keys = [k for k in MASK_KEYS if k in sample] if n == 0 else []
@@ -255,12 +270,15 @@ def build_pipeline(
     loader_cfg = item.dataloader
     _warn_settings(item, phase, path)
     transform = build_ops(item.dataset.transform, path=f"{path}.dataset.transform")
-    per_sample, batched = split_transform(transform)
+    sized, batched = split_transform(transform)
     augment = (
         build_ops(item.dataset.augment, path=f"{path}.dataset.augment")
         if phase is Phase.TRAIN
         else []
     )
+    augment_sized, augment_batched = split_augment(augment)
+    _check_per_sample(augment_sized, f"{path}.dataset.augment")
+    per_sample = augment_sized + sized
     dataset = build_dataset(item, path=path)
     if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
         _check_box_ops(transform, f"{path}.dataset.transform")
@@ -285,7 +303,7 @@ def build_pipeline(
                 f"{path}.dataloader.pin_memory: no CUDA device, not pinning", stacklevel=2
             )
         pin = False
-    reader = _BatchReader(dataset, per_sample)
+    reader = _BatchReader(dataset, per_sample, order)
     loader = BatchLoader(
         order,
         reader,
@@ -298,10 +316,21 @@ def build_pipeline(
         dataset,
         loader,
         reader=reader,
-        augment=Chain(augment) if augment else None,
+        augment=Chain(augment_batched) if augment_batched else None,
         transform=Chain(batched) if batched else None,
         device=device,
     )
+
+
+def _check_per_sample(built: Sequence[nn.Module], path: str) -> None:
+    """The per-sample stage keeps images uint8: an op there must keep pixel values in range."""
+    for i, op in enumerate(built):
+        if any(isinstance(m, Normalize) for m in op.modules()):
+            raise ConfigError(
+                f"{path}.{i}.name",
+                "Normalize before augment's last size op would run on each sample's uint8 "
+                "image; move it to the transform",
+            )
 
 
 def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:

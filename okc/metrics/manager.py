@@ -10,11 +10,10 @@ loaders; the same log name twice in a phase is an error. Differences, each fixin
   rank waits in a sync the others skip) and logs non-scalar results as ``okc.metrics.values`` says;
 - classification metrics that torchmetrics 1.x split by ``task`` (``Accuracy``, ``F1Score``,
   ``JaccardIndex``, ...) get the ``task`` that torchmetrics 0.x configs (TorchOk's) leave out, by
-  one rule read from the params alone: ``num_labels`` given → ``multilabel``, else ``num_classes``
-  given → ``multiclass``. With neither, ``task`` cannot be told (binary has no size parameter)
-  and the missing ``task`` is reported at ``metrics.<i>.params`` with the fix. okc never guesses
-  from a batch: a guess from one rank's batch could differ between ranks, and it would hide a
-  config mistake until training runs.
+  the rule torchmetrics 0.x followed: ``num_labels`` given → ``multilabel``, else ``num_classes``
+  given → ``multiclass``; with neither, task and size are read from the first batch's *shapes*
+  (``okc.metrics.inferred``), which are the same on every rank and every run. Values are never
+  read: a guess from values could differ between ranks.
 
 Distributed results come from torchmetrics' own sync inside ``compute()``.
 """
@@ -33,6 +32,7 @@ from torch import nn
 from okc.config.bind import build, check_mapping, check_params, raise_if
 from okc.config.schema import ALL_PHASES, Metric, Phase
 from okc.errors import ConfigError, OkcError, did_you_mean
+from okc.metrics.inferred import FromShapes
 from okc.metrics.values import Loggable, describe, flatten
 from okc.registry import METRICS
 from okc.tree import map_tensors
@@ -100,7 +100,7 @@ def check_metrics(specs: Sequence[Metric], *, path: str = "metrics") -> list[Con
         update = getattr(target, "update", None)
         if _is_task_wrapper(target):
             try:
-                update = _build(spec, where).update
+                update = _build(spec, where, for_check=True).update
             except OkcError as err:
                 errors += getattr(err, "errors", [err])
                 continue
@@ -231,17 +231,8 @@ def _param_errors(target: Any, spec: Metric, where: str) -> list[ConfigError]:
             errors.append(
                 ConfigError(f"{where}.params.{key}", f"{spec.name} has no parameter '{key}'{hint}")
             )
-    if "task" not in spec.params:
+    if "task" not in spec.params:  # read from the sizes, or from the first batch (FromShapes)
         errors = [e for e in errors if "needs 'task'" not in e.message]
-        if implied_task(spec.params) is None:
-            errors.append(
-                ConfigError(
-                    f"{where}.params",
-                    f"torchmetrics' {spec.name} needs 'task' (binary, multiclass or multilabel) "
-                    "and, for multiclass, 'num_classes' (multilabel: 'num_labels'), e.g. "
-                    "{task: multiclass, num_classes: 10} (configs for torchmetrics 0.x omit them)",
-                )
-            )
     return errors
 
 
@@ -256,13 +247,19 @@ def implied_task(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _build(spec: Metric, where: str) -> Any:
+def _build(spec: Metric, where: str, *, for_check: bool = False) -> Any:
+    """The metric; a task wrapper without ``task`` gets it from its size parameter, else from
+    the first batch's shapes (``FromShapes``; ``for_check`` builds a multiclass stand-in, whose
+    ``update`` has the signature the mapping is checked against)."""
     params = dict(spec.params)
     target = METRICS.find(spec.name)
     if "task" not in params and target is not None and _is_task_wrapper(target):
         task = implied_task(params)
-        if task is not None:
-            params["task"] = task
+        if task is None and not for_check:
+            return FromShapes(target, params, where=where)
+        params["task"] = task or "multiclass"
+        if task is None:
+            params["num_classes"] = 2
     return build(
         METRICS, spec.name, params, name_path=f"{where}.name", params_path=f"{where}.params"
     )

@@ -59,46 +59,6 @@ MODEL_PARTS = {
     ("heads", "SegmentationHead"): Case(params={"num_classes": 3}),
 }
 
-# --- augmentations --------------------------------------------------------------------------------
-
-_HW = {"height": 12, "width": 12}
-_INNER = [
-    {"name": "HorizontalFlip", "params": {"p": 1.0}},
-    {"name": "ToGray", "params": {"p": 1.0}},
-]
-AUGMENTATION_PARAMS: dict[str, dict[str, Any]] = {
-    "Resize": _HW,
-    "CenterCrop": _HW,
-    "RandomCrop": _HW,
-    "RandomResizedCrop": _HW,
-    "RandomSizedCrop": {"min_max_height": [8, 12], **_HW},
-    "Crop": {"x_min": 2, "y_min": 2, "x_max": 14, "y_max": 12},
-    "PadIfNeeded": {"min_height": 20, "min_width": 24},
-    "LongestMaxSize": {"max_size": 24},
-    "SmallestMaxSize": {"max_size": 20},
-    "FitResize": {"max_height": 20, "max_width": 10},
-    "Compose": {"transforms": _INNER},
-    "Sequential": {"transforms": _INNER},
-    "OneOf": {"transforms": _INNER, "p": 1.0},
-    "SomeOf": {"transforms": _INNER, "n": 2},
-}
-_CORE_AUGMENTATIONS = (
-    "Affine", "Blur", "CLAHE", "CenterCrop", "ChannelDropout", "ChannelShuffle", "CoarseDropout",
-    "ColorJitter", "Compose", "Crop", "Cutout", "ElasticTransform", "Equalize", "FitResize", "Flip",
-    "GaussNoise", "GaussianBlur", "HorizontalFlip", "HueSaturationValue", "ImageCompression",
-    "InvertImg", "JpegCompression", "LongestMaxSize", "MedianBlur", "MotionBlur",
-    "MultiplicativeNoise", "NoOp", "Normalize", "OneOf", "PadIfNeeded", "Perspective",
-    "Posterize", "RGBShift", "RandomBrightness", "RandomBrightnessContrast", "RandomContrast",
-    "RandomCrop", "RandomGamma", "RandomResizedCrop", "RandomRotate90", "RandomSizedCrop",
-    "Resize", "Rotate", "SafeRotate", "Sequential", "Sharpen", "ShiftScaleRotate",
-    "SmallestMaxSize", "Solarize", "SomeOf", "ToFloat", "ToGray", "ToTensorV2", "Transpose",
-    "VerticalFlip",
-)  # fmt: skip
-AUGMENTATIONS = {
-    ("augmentations", name): Case(params=AUGMENTATION_PARAMS.get(name, {}))
-    for name in _CORE_AUGMENTATIONS
-}
-
 # --- datasets -------------------------------------------------------------------------------------
 
 
@@ -223,5 +183,5 @@ def _check_classification_task(name: str, case: Case, **_: Any) -> None:
 TASKS = {("tasks", "ClassificationTask"): Case(check=_check_classification_task)}
 
 CASES: dict[tuple[str, str], Case] = {
-    **LOSSES, **MODEL_PARTS, **AUGMENTATIONS, **DATASETS, **OTHERS, **TASKS,
+    **LOSSES, **MODEL_PARTS, **DATASETS, **OTHERS, **TASKS,
 }  # fmt: skip
