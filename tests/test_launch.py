@@ -154,3 +154,26 @@ def test_a_user_error_on_a_rank_is_reported_without_a_traceback(
         "rank 0 of 2 failed: ConfigError: callbacks.0.params: rank 0 refuses on purpose"
     )
     assert "Traceback" not in str(err)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_under_torchrun_okc_joins_instead_of_launching(tmp_path: Path) -> None:
+    """torchrun started the 2 processes: trainer.devices=2 must not start 2 more each."""
+    path = _experiment_file(tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "okc", "fit", str(path), "trainer.devices=2"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run folder:") == 1
+    run_dir = Path(done.stdout.split("run folder:")[1].split()[0])
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 8  # 2 ranks, not 4: 4 steps per epoch
+
+
+def test_find_lr_runs_in_one_process_and_says_so(tiny_exp) -> None:
+    exp = tiny_exp("trainer.devices=2", "trainer.accelerator=cpu")
+    with pytest.warns(UserWarning, match="find-lr runs in one process; trainer.devices=2"):
+        result = okc.find_lr(exp, num_steps=3)
+    assert len(result.lrs) == 3

@@ -69,7 +69,8 @@ def test_the_grid_is_the_batch_the_model_receives(tiny_exp) -> None:
     acc = read_events(loop.run_dir / "tensorboard")
     (event,) = acc.Images("train/batch/image")
     assert event.step == 0  # the first step's batch
-    normalize = find_normalize(exp.data.TRAIN[0].dataset.transform)
+    train = exp.data.TRAIN[0].dataset
+    normalize = find_normalize([*train.augment, *train.transform])
     assert normalize["mean"] == [0.5, 0.5, 0.5] and normalize["max_pixel_value"] == 255.0
     expected = image_grid(first.batch["image"][:16], normalize)
     shown = png_pixels(event.encoded_image_string)

@@ -2,13 +2,13 @@
 
 At the first training step of a run it writes a grid of the batch as the model receives it: on
 the device, after ``augment`` and ``transform``. That batch is normalized, which looks like noise
-on screen, so the grid undoes, for display only, the ``Normalize`` in the TRAIN dataset's
-``transform`` (its ``mean``, ``std`` and ``max_pixel_value``, albumentations' defaults for those
-not given). Without a ``Normalize`` the images are shown as they are (okc's images are in
-[0, 1] before it); with more than one, or one inside a container, none is undone and the grid is
-scaled per image to [0, 1], so it still shows the augmentation. 3-channel images are shown in
-colour, others by their first channel. Each image key gets its own grid
-(``train/batch/image``; triplets: ``train/batch/anchor``, ...).
+on screen, so the grid undoes, for display only, the TRAIN dataset's ``Normalize`` (in
+``transform``, where it belongs, or in ``augment``: its ``mean``, ``std`` and
+``max_pixel_value``, albumentations' defaults for those not given). Without a ``Normalize`` the
+images are shown as they are (okc's images are in [0, 1] before it); with more than one, or one
+inside a container, none is undone and each image is stretched to [0, 1], so the grid still shows
+the augmentation. 3-channel images are shown in colour, others by their first channel. Each image
+key gets its own grid (``train/batch/image``; triplets: ``train/batch/anchor``, ...).
 
 okc adds it to every ``fit`` when TensorBoard is installed; list it under ``callbacks`` to set
 ``num_images``.
@@ -53,7 +53,7 @@ class TrainImageGrid(Callback):
             return
         self._pending = False
         train = self._exp.data.TRAIN[0]
-        normalize = find_normalize(train.dataset.transform)
+        normalize = find_normalize([*train.dataset.augment, *train.dataset.transform])
         grids = {
             f"train/batch/{key}": image_grid(batch[key][: self.num_images], normalize)
             for key in _image_keys(train.dataset.name)
@@ -78,12 +78,12 @@ def _image_keys(dataset_name: str) -> tuple[str, ...]:
     return tuple(getattr(cls, "image_keys", ("image",)))
 
 
-def find_normalize(transform: Sequence[Any]) -> dict[str, Any] | None:
-    """The params of the ``Normalize`` in a ``transform`` list (defaults filled from okc's
-    ``Normalize``); ``{}`` when there is none; None when it cannot be undone for sure (several,
-    or one inside a container)."""
-    top = [item for item in transform if item.name == "Normalize"]
-    total = _count_normalize(transform)
+def find_normalize(ops: Sequence[Any]) -> dict[str, Any] | None:
+    """The params of the ``Normalize`` among a dataset's ops (``augment`` then ``transform``),
+    defaults filled from okc's ``Normalize``; ``{}`` when there is none; None when it cannot be
+    undone for sure (several, or one inside a container)."""
+    top = [item for item in ops if item.name == "Normalize"]
+    total = _count_normalize(ops)
     if total == 0:
         return {}
     if total > 1 or len(top) != 1:
