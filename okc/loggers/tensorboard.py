@@ -26,9 +26,11 @@ from okc.loggers.mlflow import flatten
 from okc.loggers.packages import installed, require
 from okc.registry import LOGGERS
 
-# how each run status is recorded as an hparams session's end
+# how each run status is recorded as an hparams session's end: TensorBoard's enum has no
+# "aborted" (only unknown, success, failure, running), so an interrupted run ends as unknown; the
+# text ``status`` says KILLED
 SESSION_STATUS = {"FINISHED": "STATUS_SUCCESS", "FAILED": "STATUS_FAILURE",
-                  "KILLED": "STATUS_ABORTED"}  # fmt: skip
+                  "KILLED": "STATUS_UNKNOWN"}  # fmt: skip
 
 
 def tensorboard_available() -> bool:
