@@ -38,6 +38,7 @@ def test_compiled_and_eager_steps_give_the_same_losses(tiny_exp) -> None:
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "~data.TRAIN.0.dataset.augment",
+        "trainer.channels_last=false",  # NHWC kernels round differently compiled and eager
     )
     eager = step_losses(okc.fit(tiny_exp(*common, "trainer.compile=false")).run_dir)
     compiled = step_losses(okc.fit(tiny_exp(*common, "trainer.compile=true")).run_dir)
@@ -107,3 +108,45 @@ def test_validation_every_n_epochs(tiny_exp) -> None:
 def test_learning_rate_monitor_logs_lr(tiny_exp) -> None:
     result = okc.fit(tiny_exp("trainer.max_epochs=1", "+callbacks=[{name: LearningRateMonitor}]"))
     assert result.metrics["lr-AdamW"] == pytest.approx(0.01)
+
+
+def _conv_layouts(exp) -> set[bool]:
+    from okc.engine.loop import Loop
+
+    model = Loop(exp).task.model
+    return {
+        m.weight.is_contiguous(memory_format=torch.channels_last)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1
+    }
+
+
+def test_channels_last_auto_on_a_cpu_and_off_when_asked(tiny_exp) -> None:
+    assert _conv_layouts(tiny_exp()) == {True}  # auto: a convnet on a CPU
+    assert _conv_layouts(tiny_exp("trainer.channels_last=false")) == {False}
+
+
+def test_channels_last_trains_like_nchw(tiny_exp) -> None:
+    """The layout changes the kernels, not the maths: losses agree to float rounding, and the
+    checkpoint's weights load into an NCHW model."""
+    nhwc = okc.fit(tiny_exp("trainer.max_epochs=1", "trainer.channels_last=true"))
+    nchw = okc.fit(tiny_exp("trainer.max_epochs=1", "trainer.channels_last=false"))
+    a, b = step_losses(nhwc.run_dir), step_losses(nchw.run_dir)
+    assert len(a) == len(b) == 4
+    assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-3, atol=1e-4), (a, b)
+    valid = okc.validate(tiny_exp("trainer.channels_last=false"), checkpoint=nhwc.last_checkpoint)
+    assert valid["valid/Accuracy"] == pytest.approx(nhwc.metrics["valid/Accuracy"])
+
+
+def test_channels_last_with_fsdp_is_refused_and_auto_stays_nchw() -> None:
+    from okc.engine.step import use_channels_last
+    from okc.errors import ConfigError
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    cpu = torch.device("cpu")
+    assert not use_channels_last("auto", conv, cpu, half=False, sharded=True)
+    assert not use_channels_last("auto", torch.nn.Linear(3, 4), cpu, half=False, sharded=False)
+    assert not use_channels_last("auto", conv, torch.device("cuda"), half=False, sharded=False)
+    assert use_channels_last("auto", conv, torch.device("cuda"), half=True, sharded=False)
+    with pytest.raises(ConfigError, match="trainer.channels_last"):
+        use_channels_last(True, conv, cpu, half=False, sharded=True)

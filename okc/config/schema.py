@@ -263,6 +263,8 @@ class Trainer:
     default_root_dir: str | None = None
     # okc additions
     compile: bool | Literal["auto"] = "auto"  # auto: compile on GPU, eager on CPU (see env.md)
+    # auto: a convnet's weights in channels_last on a CPU, and on a GPU in 16/bf16 (perf/README.md)
+    channels_last: bool | Literal["auto"] = "auto"
     on_nonfinite_loss: Literal["error", "skip"] = "error"
 
 

@@ -36,7 +36,7 @@ from okc.engine.hooks import Callback, RunView
 from okc.engine.precision import Precision
 from okc.engine.seed import choose_seed, seed_everything
 from okc.engine.state import CallbackStates, OptimizationState, Progress, TrainDataState
-from okc.engine.step import TrainingModule, maybe_compile, shard_units
+from okc.engine.step import TrainingModule, maybe_compile, shard_units, use_channels_last
 from okc.engine.weights import load_evaluation_weights, merge_load_checkpoint
 from okc.errors import ConfigError, OkcError
 from okc.loggers import build_run_logger, make_run_dir
@@ -103,6 +103,12 @@ class Loop:
         self.metrics = self._build_metrics()
         self.task.to(self.device)
         self.precision.convert_module(self.task)
+        half = self.precision.autocast_dtype is not None or self.precision.param_dtype in (
+            torch.float16, torch.bfloat16)  # fmt: skip
+        sharded = self.env.distributed and exp.trainer.strategy == "fsdp"
+        if use_channels_last(exp.trainer.channels_last, self.task, self.device, half=half,
+                             sharded=sharded):  # fmt: skip
+            self.task.to(memory_format=torch.channels_last)
         self.run_dir = self._make_run_dir()
         self.logger = build_run_logger(exp, self.run_dir) if self.env.is_main else None
         self.callbacks = list(callbacks)
@@ -492,7 +498,12 @@ class Loop:
         callbacks' ``teardown`` and the loggers' close, whatever failed and where."""
         try:
             with self._signals() if self.stage == "fit" else contextlib.nullcontext():
-                return body()
+                result = body()
+            # every rank's last collective (FSDP2's reduce-scatters are asynchronous) is done
+            # before the process group goes: gloo aborts a process whose group is destroyed
+            # under pending work ("terminate called without an active exception")
+            distributed.barrier()
+            return result
         except Interrupted:
             raise
         except BaseException as err:
