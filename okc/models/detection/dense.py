@@ -73,6 +73,8 @@ class DenseHead(nn.Module):
     loss_keys: ClassVar[tuple[str, ...]] = ()
     #: whether ``decode`` appends a score factor (multiplied into the class scores before NMS)
     has_score_factor: ClassVar[bool] = False
+    #: the class ``test_cfg`` binds to (DETR's has no NMS settings)
+    test_cfg_type: ClassVar[type] = TestCfg
 
     def __init__(
         self,
@@ -96,7 +98,7 @@ class DenseHead(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.strides = [int(s) for s in in_strides]
-        self.test_cfg = parse(TestCfg, test_cfg, "test_cfg")
+        self.test_cfg = parse(self.test_cfg_type, test_cfg, "test_cfg")
 
     # --- subclass parts --------------------------------------------------------------------------
 

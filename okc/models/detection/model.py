@@ -28,12 +28,7 @@ _NECK_SUPPLIED = ("in_channels", "in_strides")
 _HEAD_SUPPLIED = ("in_channels", "in_strides")
 
 #: TorchOk heads okc does not build, and why (a clearer message than "unknown head").
-NOT_AVAILABLE = {
-    "DETRHead": (
-        "DETRHead is not available in okc: DETR (a transformer decoder with Hungarian matching) "
-        "is not built yet; the detection heads okc has are FCOSHead and RetinaNetHead"
-    ),
-}
+NOT_AVAILABLE: dict[str, str] = {}
 
 
 class DetectionModel(nn.Module):
