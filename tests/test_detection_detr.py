@@ -155,7 +155,7 @@ def test_matching_equals_a_brute_force_search() -> None:
             - 2 * generalized_box_iou(pred[None], gt[g][None])[0, 0])  # fmt: skip
     assert cost[q, g].item() == pytest.approx(hand.item(), rel=1e-5)
 
-    (rows, cols), = hungarian_match([cost])
+    ((rows, cols),) = hungarian_match([cost])
     assert len(rows) == 3 and sorted(cols.tolist()) == [0, 1, 2]
     best = min(
         sum(cost[q, g].item() for g, q in enumerate(chosen))
@@ -168,7 +168,7 @@ def test_matching_of_a_random_wide_matrix_is_optimal() -> None:
     torch.manual_seed(1)
     for _ in range(5):
         cost = torch.randn(5, 4)
-        (rows, cols), = hungarian_match([cost])
+        ((rows, cols),) = hungarian_match([cost])
         best = min(
             sum(cost[q, g].item() for g, q in enumerate(chosen))
             for chosen in itertools.permutations(range(5), 4)

@@ -265,9 +265,12 @@ def test_bad_head_params_name_the_key(head_params: dict[str, Any], message: str)
         build_detection_model(params)
 
 
-def test_detr_head_is_named_as_not_available() -> None:
-    with pytest.raises(ConfigErrors, match="DETRHead is not available in okc"):
+def test_detr_head_without_params_says_what_it_needs() -> None:
+    with pytest.raises(ConfigErrors) as info:
         build_detection_model({**FCOS, "head_name": "DETRHead", "head_params": {}})
+    messages = [e.message for e in info.value.errors]
+    assert "DETRHead needs 'num_classes', which is not set" in messages
+    assert "DETRHead needs 'transformer', which is not set" in messages
 
 
 def test_a_head_needs_equal_channels_per_level() -> None:

@@ -1,24 +1,29 @@
-"""Single-stage object detection (FCOS, RetinaNet) on backbone → neck → dense head.
+"""Single-stage object detection (FCOS, RetinaNet, DETR) on backbone → neck → head.
 
 Parameters are TorchOk's: ``backbone_name``/``backbone_params``, ``num_scales`` (the last N
 backbone stages feed the neck), ``neck_name``/``neck_params`` (from ``DETECTION_NECKS``, e.g.
 ``FPN``), ``head_name``/``head_params`` (from ``DETECTION_HEADS``: ``FCOSHead``,
-``RetinaNetHead``) and ``inputs``. Batches hold ``image`` (B, C, H, W) and, to train or score,
-``bboxes`` (per image an (N, 4) xyxy tensor in the image's pixels) and ``label`` (per image (N,)).
+``RetinaNetHead``, ``DETRHead``) and ``inputs``. Batches hold ``image`` (B, C, H, W) and, to train
+or score, ``bboxes`` (per image an (N, 4) xyxy tensor in the image's pixels) and ``label`` (per
+image (N,)).
 
 Output keys of ``forward_with_gt``:
 
 - ``prediction``: per image ``{boxes (K, 4), scores (K,), labels (K,)}`` after the head's
-  ``test_cfg`` (thresholds, NMS), the format torchmetrics' MeanAveragePrecision takes;
+  ``test_cfg`` (thresholds, NMS; DETR: the best ``max_per_img`` queries), the format
+  torchmetrics' MeanAveragePrecision takes;
 - ``target``: per image ``{boxes, labels}`` (when the batch has boxes);
 - the head's loss inputs (when the batch has boxes): FCOS ``flatten_cls_scores``,
   ``flatten_labels``, ``num_pos``, ``pos_decoded_bbox_preds``, ``pos_decoded_target_preds``,
   ``pos_centerness_targets``, ``centerness_denorm``, ``pos_centerness`` (TorchOk's names);
   RetinaNet the same classification keys plus ``pos_bbox_preds``/``pos_bbox_targets`` (deltas)
-  and the decoded boxes (see each head's module).
+  and the decoded boxes; DETR ``cls_scores``, ``labels``, ``label_weights``, ``cls_avg_factor``,
+  ``bboxes``, ``bboxes_gt``, ``bbox_weights``, ``num_total_pos``, ``bbox_preds``,
+  ``bbox_targets`` (see each head's module).
 
 ``forward(x)`` (what export writes) is the dense output before NMS: (B, N, 4 + C [+ 1]) boxes and
-scores of every prior. ``okc predict`` writes every detection as a CSV row and per image as JSON.
+scores of every prior (DETR: of every query, N = num_query). ``okc predict`` writes every
+detection as a CSV row and per image as JSON.
 """
 
 from __future__ import annotations

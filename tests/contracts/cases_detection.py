@@ -114,6 +114,40 @@ DETECTION_PARTS = {
         params={"num_classes": 2, "feat_channels": 8, "stacked_convs": 1},
         check=_check_detection_head,
     ),
+    ("detection_heads", "DETRHead"): Case(
+        params={
+            "num_classes": 2,
+            "num_query": 4,
+            "transformer": {
+                "encoder": {
+                    "num_layers": 1,
+                    "transformerlayers": {
+                        "attn_cfgs": [{"embed_dims": 8, "num_heads": 2}],
+                        "feedforward_channels": 16,
+                        "operation_order": ["self_attn", "norm", "ffn", "norm"],
+                    },
+                },
+                "decoder": {
+                    "num_layers": 2,
+                    "return_intermediate": True,
+                    "transformerlayers": {
+                        "attn_cfgs": {"embed_dims": 8, "num_heads": 2},
+                        "feedforward_channels": 16,
+                        "operation_order": [
+                            "self_attn",
+                            "norm",
+                            "cross_attn",
+                            "norm",
+                            "ffn",
+                            "norm",
+                        ],
+                    },
+                },
+            },
+            "positional_encoding": {"num_feats": 4, "normalize": True},
+        },
+        check=_check_detection_head,
+    ),
 }
 
 # --- datasets -----------------------------------------------------------------------------------

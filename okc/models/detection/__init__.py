@@ -17,7 +17,7 @@ from okc.models.detection.retinanet import RetinaNetHead
 from okc.registry import DETECTION_HEADS, DETECTION_NECKS
 
 __all__ = [
-    "DETRHead", "FPN", "MODEL_KEYS", "NOT_AVAILABLE", "DenseHead", "DetectionModel", "FCOSHead",
+    "FPN", "MODEL_KEYS", "NOT_AVAILABLE", "DETRHead", "DenseHead", "DetectionModel", "FCOSHead",
     "RetinaNetHead", "build_detection_model", "check_detection_params", "loss_keys",
 ]  # fmt: skip
 

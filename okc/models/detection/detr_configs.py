@@ -68,7 +68,7 @@ class AttentionCfg:
 
 def _attentions(value: Any) -> tuple[AttentionCfg, ...]:
     """``attn_cfgs``: one mapping (shared by every attention of the layer) or a list of them."""
-    if isinstance(value, Mapping) or isinstance(value, AttentionCfg):
+    if isinstance(value, (Mapping, AttentionCfg)):
         return (parse(AttentionCfg, value, "attn_cfgs"),)
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
         raise ParamError("attn_cfgs", f"expected a mapping or a list of mappings, got {value!r}")

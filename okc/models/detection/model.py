@@ -1,4 +1,4 @@
-"""The detection model: backbone → (the last ``num_scales`` stages) → neck → dense head.
+"""The detection model: backbone → (the last ``num_scales`` stages) → neck → head (dense or DETR).
 
 Configs use TorchOk's keys (``backbone_name``/``backbone_params``, ``num_scales``,
 ``neck_name``/``neck_params`` from ``DETECTION_NECKS``, ``head_name``/``head_params`` from

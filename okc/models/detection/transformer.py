@@ -168,4 +168,3 @@ def box_mlp(embed_dims: int, num_fcs: int, act: ActCfg) -> nn.Sequential:
         layers += [nn.Linear(embed_dims, embed_dims), activation(act)]
     layers.append(nn.Linear(embed_dims, 4))
     return nn.Sequential(*layers)
-
