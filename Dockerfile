@@ -33,6 +33,7 @@ RUN pip install \
     "kornia>=0.7.4" \
     "torchmetrics>=1.4" \
     "pycocotools>=2.0.7" \
+    "scipy>=1.9" \
     "torchdata>=0.10" \
     "attrs>=23.1" \
     "cattrs>=24.1" \
