@@ -24,7 +24,7 @@ from okc.engine.build import build_task
 from okc.losses import build_joint_loss
 from okc.tasks.detection import read_predictions
 
-SPEC = Path(__file__).parent / "spec"  # TorchOk's configs at 1fa6f24, vendored unchanged
+SPEC = Path(__file__).parent / "torchok" / "examples" / "configs" / "detection"  # vendored
 
 TINY = """
 task:

@@ -1,6 +1,6 @@
 """TorchOk's metric-learning example configs pass ``okc check`` and train on a tiny SOP folder.
 
-``torchok_configs/`` holds verbatim copies of TorchOk's ``examples/configs/pairwise_sop.yaml``,
+``torchok/examples/configs/`` holds verbatim copies of TorchOk's ``pairwise_sop.yaml``,
 ``representation_arcface_sop.yaml`` and ``triplet_sop.yaml`` (eora-ai/torchok at 1fa6f24). The
 runs override only what a test must: the data folder, the log folder (the configs write under
 ``$HOME``), pretrained weights (offline), the accelerator and the number of steps.
@@ -32,7 +32,7 @@ from okc.api import check as check_experiment
 from okc.api import fit
 from okc.config.load import experiment_from_data
 
-CONFIGS = Path(__file__).parent / "torchok_configs"
+CONFIGS = Path(__file__).parent / "torchok" / "examples" / "configs"
 NOT_YET_IN_OKC = {
     "FinalizeLogger", "ModelCheckpointWithOnnx", "GridDistortion", "ElasticTransform",
     "TensorBoardLogger", "FreezeUnfreeze",

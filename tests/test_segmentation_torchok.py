@@ -25,7 +25,9 @@ from okc.data.datasets.sweet_pepper import SweetPepper
 from okc.errors import OkcError
 
 # TorchOk's examples/configs/segmentation_sweet_pepper.yaml at 1fa6f24, verbatim.
-CONFIG = Path(__file__).parent / "spec" / "segmentation_sweet_pepper.yaml"
+CONFIG = (
+    Path(__file__).parent / "torchok" / "examples" / "configs" / "segmentation_sweet_pepper.yaml"
+)
 
 
 def make_sweet_pepper(root: Path, *, num_train: int = 4, num_valid: int = 2) -> None:
