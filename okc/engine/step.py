@@ -54,7 +54,7 @@ def use_channels_last(
     """Whether ``trainer.channels_last`` puts the model's 4-D weights in channels_last.
 
     ``auto`` does for a model with a 2-D convolution on a CPU, where oneDNN's channels_last
-    kernels train resnet18 ~8 %, resnet10t ~15 % and mobilenetv3 (depthwise) ~3x faster than NCHW
+    kernels train resnet18 ~9 %, resnet10t ~15 % and mobilenetv3 (depthwise) ~3x faster than NCHW
     (perf/README.md), and on a GPU in 16/bf16 precision (tensor cores want NHWC). Only the weights
     move: a convolution whose weight is channels_last gives channels_last outputs from any input,
     so batches stay as they are, and checkpoints hold the same values (strides aside). FSDP2
