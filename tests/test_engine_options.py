@@ -123,6 +123,7 @@ def _conv_layouts(exp) -> set[bool]:
 
 def test_channels_last_auto_on_a_cpu_and_off_when_asked(tiny_exp) -> None:
     assert _conv_layouts(tiny_exp()) == {True}  # auto: a convnet on a CPU
+    assert _conv_layouts(tiny_exp("trainer.channels_last=true")) == {True}
     assert _conv_layouts(tiny_exp("trainer.channels_last=false")) == {False}
 
 
@@ -148,5 +149,12 @@ def test_channels_last_with_fsdp_is_refused_and_auto_stays_nchw() -> None:
     assert not use_channels_last("auto", torch.nn.Linear(3, 4), cpu, half=False, sharded=False)
     assert not use_channels_last("auto", conv, torch.device("cuda"), half=False, sharded=False)
     assert use_channels_last("auto", conv, torch.device("cuda"), half=True, sharded=False)
+    from okc.engine.precision import Precision
+
+    halves = {
+        p: Precision(p, cpu).half for p in ("32", "16-mixed", "bf16-mixed", "bf16-true", "64")
+    }
+    assert halves == {"32": False, "16-mixed": True, "bf16-mixed": True, "bf16-true": True,
+                      "64": False}  # fmt: skip
     with pytest.raises(ConfigError, match="trainer.channels_last"):
         use_channels_last(True, conv, cpu, half=False, sharded=True)

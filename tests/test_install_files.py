@@ -109,3 +109,14 @@ def test_dockerfile_serves_jupyter_tensorboard_and_ssh_on_a_cuda_base() -> None:
     key_setup = next(args for args in values["RUN"] if "SSH_PUBLIC_KEY" in args)
     assert "> /root/.ssh/authorized_keys" in key_setup  # only written when a key is given
     assert 'if [ -n "$SSH_PUBLIC_KEY" ]' in key_setup
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """CI installs from scratch on a clean clone and runs the README's "Run the tests" command
+    verbatim: the one indented command line after that heading is a line of ``.ci/run``."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("**Run the tests.**", 1)[1]
+    command = next(line.strip() for line in section.splitlines() if line.startswith("    "))
+    assert command.startswith("python3 -m venv .venv && ") and "pytest" in command, command
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci, f"{command!r} is not a line of .ci/run"

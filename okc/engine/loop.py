@@ -103,11 +103,9 @@ class Loop:
         self.metrics = self._build_metrics()
         self.task.to(self.device)
         self.precision.convert_module(self.task)
-        half = self.precision.autocast_dtype is not None or self.precision.param_dtype in (
-            torch.float16, torch.bfloat16)  # fmt: skip
         sharded = self.env.distributed and exp.trainer.strategy == "fsdp"
-        if use_channels_last(exp.trainer.channels_last, self.task, self.device, half=half,
-                             sharded=sharded):  # fmt: skip
+        if use_channels_last(exp.trainer.channels_last, self.task, self.device,
+                             half=self.precision.half, sharded=sharded):  # fmt: skip
             self.task.to(memory_format=torch.channels_last)
         self.run_dir = self._make_run_dir()
         self.logger = build_run_logger(exp, self.run_dir) if self.env.is_main else None

@@ -44,6 +44,11 @@ class Precision:
     def __repr__(self) -> str:
         return f"Precision({self.name!r})"
 
+    @property
+    def half(self) -> bool:
+        """Whether the step computes in 16 bits (mixed or true): what GPU tensor cores want."""
+        return (self.autocast_dtype or self.param_dtype) in (torch.float16, torch.bfloat16)
+
     def convert_module(self, module: nn.Module) -> nn.Module:
         return module.to(self.param_dtype) if self.param_dtype != torch.float32 else module
 
