@@ -221,6 +221,9 @@ Precision = Literal[
 ]  # fmt: skip
 
 
+PreemptSignal = Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT"]
+
+
 @attrs.frozen
 class Trainer:
     """Loop settings, named as Lightning's Trainer arguments (what TorchOk passed through)."""
@@ -266,6 +269,12 @@ class Trainer:
     # auto: a convnet's weights in channels_last on a CPU, and on a GPU in 16/bf16 (perf/README.md)
     channels_last: bool | Literal["auto"] = "auto"
     on_nonfinite_loss: Literal["error", "skip"] = "error"
+    # preemption and clusters (docs/distributed.md): the signals that stop fit at the next step
+    # boundary with a resumable checkpoint (Ctrl-C always does); SLURM detection under srun
+    # (off for an interactive allocation); requeueing a preempted SLURM job
+    preempt_signals: tuple[PreemptSignal, ...] = ("SIGTERM", "SIGUSR1")
+    slurm: Literal["auto", "off"] = "auto"
+    slurm_requeue: bool = True
 
 
 # --- the experiment -------------------------------------------------------------------------------

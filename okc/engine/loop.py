@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,12 +27,13 @@ from torch import Tensor
 from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment, Phase
 from okc.data import build_pipeline
-from okc.engine import distributed
+from okc.engine import cluster, distributed
 from okc.engine.build import batch_limit, build_task, limits, warn_unsupported
 from okc.engine.checkpoint import Checkpointer, ModelState, RNGState
 from okc.engine.guard import NonFiniteGuard
 from okc.engine.hooks import Callback, RunView
 from okc.engine.precision import Precision
+from okc.engine.preempt import Interrupted, Preemption, signal_name
 from okc.engine.seed import choose_seed, seed_everything
 from okc.engine.state import CallbackStates, OptimizationState, Progress, TrainDataState
 from okc.engine.step import TrainingModule, maybe_compile, shard_units, use_channels_last
@@ -49,10 +49,6 @@ NONFINITE_HINT = (
     "Lower the learning rate, check the inputs and targets, or set "
     "trainer.on_nonfinite_loss=skip to skip such batches."
 )
-
-
-class Interrupted(OkcError):
-    """Ctrl-C or SIGTERM stopped ``fit`` at a step boundary (state saved by the callbacks)."""
 
 
 @attrs.frozen
@@ -137,7 +133,7 @@ class Loop:
         self.checkpointer.add("precision", self.precision)
         self.checkpointer.add("rng", RNGState())
         self.checkpointer.add("callbacks", CallbackStates(self.callbacks))
-        self._interrupt = threading.Event()
+        self._preempt = Preemption(exp.trainer.preempt_signals, device=self.device)
         self._guard = NonFiniteGuard(self.device)
         self._start = time.monotonic()
 
@@ -232,9 +228,10 @@ class Loop:
             print(reason)
         return True
 
-    def request_interrupt(self) -> None:
-        """What Ctrl-C does, for callers that run the loop in a thread or a test."""
-        self._interrupt.set()
+    def request_interrupt(self, signum: int = signal.SIGINT) -> None:
+        """What Ctrl-C (or the signal ``signum``) does, for callers that run the loop in a
+        thread or a test: stop at the next step boundary, with a resumable checkpoint."""
+        self._preempt.request(signum)
 
     def elapsed(self) -> float:
         """Seconds since the loop was built."""
@@ -299,8 +296,8 @@ class Loop:
                 )
                 self._step_schedulers("step")
                 self.call("on_train_batch_end", logs)
-                if self._interrupt.is_set():
-                    self._stop_interrupted()
+                if signum := self._preempt.agree():  # every rank stops at the same step
+                    self._stop_interrupted(signum)
                 if self.stop_reason is not None or self._done():
                     break
         progress.epoch_done = progress.batch_idx >= self.num_train_batches
@@ -415,6 +412,8 @@ class Loop:
                 total, parts, outputs = self.eval_module(self._to_device(data, batch), with_loss)
             yield batch.get("index"), outputs, total, parts
             self.call("on_validation_batch_end", b, limit)
+            if self.stage == "fit" and (signum := self._preempt.agree()):
+                self._stop_interrupted(signum)  # in validation or the sanity check
 
     @contextlib.contextmanager
     def _eval_mode(self, *, log: bool) -> Iterator[None]:
@@ -513,33 +512,41 @@ class Loop:
                 self.logger.close()
             distributed.teardown()
 
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        """Ctrl-C / SIGTERM stop at the next step boundary; a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+    def _signals(self) -> contextlib.AbstractContextManager[None]:
+        """Ctrl-C and ``trainer.preempt_signals`` stop at the next step boundary
+        (``okc.engine.preempt``); a second Ctrl-C stops at once."""
+        return self._preempt.installed()
 
-        def handler(signum: int, frame: Any) -> None:
-            if self._interrupt.is_set():
-                raise KeyboardInterrupt
-            self._interrupt.set()
+    def _stop_interrupted(self, signum: int) -> None:
+        """Every rank agreed to stop: save where the run stands (through the checkpoint
+        callbacks, else ``checkpoints/last.ckpt``), requeue a SLURM job, raise ``Interrupted``.
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    def _stop_interrupted(self) -> None:
-        self.last_saved = None
-        self.call("on_interrupt")
-        where = f"; resume with resume_path={self.last_saved}" if self.last_saved else ""
+        In validation the training epoch is done but its end (validation, epoch schedulers,
+        epoch checkpoints) is not: the checkpoint records the epoch as not done, so a resumed
+        run reads no batch, then runs that epoch's end again.
+        """
         progress = self.progress
+        in_validation = progress.epoch_done
+        progress.epoch_done = False
+        self.last_saved = None
+        with torch.inference_mode(False):  # a stop inside validation saves trainable tensors
+            self.call("on_interrupt")
+            if self.last_saved is None and self._saves_checkpoints():
+                self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+        if self.env.is_main and (line := cluster.requeue(self.trainer, signum)):
+            print(line)
+        where = f"; resume with resume_path={self.last_saved}" if self.last_saved else ""
+        during = " (in validation)" if in_validation else ""
         raise Interrupted(
-            f"interrupted at epoch {progress.epoch}, step {progress.global_step}{where}"
+            f"interrupted by {signal_name(signum)} at epoch {progress.epoch}, step "
+            f"{progress.global_step}{during}{where}",
+            signum=signum,
         )
+
+    def _saves_checkpoints(self) -> bool:
+        """Whether the run may write a checkpoint of its own (fast_dev_run and
+        ``enable_checkpointing: false`` save nothing)."""
+        return not self.trainer.fast_dev_run and self.trainer.enable_checkpointing is not False
 
 
 def _take(data: Any, n: int) -> Iterator[Any]:
