@@ -70,7 +70,7 @@ def _launches(exp: Experiment) -> bool:
     """Whether ``trainer.devices`` asks for processes this one must start (not under torchrun)."""
     from okc.launch import in_process_group, num_processes
 
-    return not in_process_group() and num_processes(exp.trainer) > 1
+    return not in_process_group(exp.trainer) and num_processes(exp.trainer) > 1
 
 
 def _in_processes(stage: str, exp: Experiment, **kwargs: Any) -> Any:
@@ -88,17 +88,78 @@ def _stage_worker(stage: str, data: dict[str, Any], kwargs: dict[str, Any]) -> A
 
 
 def _weights(exp: Experiment, checkpoint: str | Path | None) -> str | Path | None:
-    """``best``/``last`` → that checkpoint of the experiment's latest run; a path as is."""
+    """``best``/``last`` → that checkpoint of the experiment's latest run; a path as is;
+    nothing with ``resume_path: auto`` → the newest checkpoint of the auto run."""
     from okc.reports.runs import resolve_checkpoint
 
+    if checkpoint is None and exp.resume_path == AUTO:
+        found = newest_checkpoint(exp)
+        if found is None:
+            raise ConfigError("resume_path", f"auto: no checkpoint in {_auto_base(exp)}* yet "
+                              "(okc fit with resume_path=auto writes them)")  # fmt: skip
+        return found
     return resolve_checkpoint(exp, checkpoint)
 
 
+# --- resume_path: auto ----------------------------------------------------------------------------
+
+AUTO = "auto"
+
+
+def resolve_auto(exp: Experiment) -> Experiment:
+    """``resume_path: auto``: the run writes to a fixed folder, ``<log_dir>/<name>/auto`` (or
+    ``logger.timestamp``; a rerun writes ``auto-1``, ``auto-2``, ... beside it) and resumes from
+    the newest checkpoint written there, or starts fresh when there is none. So a job that a
+    cluster requeued, or that torchrun restarted, or that was simply rerun, continues by itself.
+    Any other ``resume_path`` is returned as is."""
+    if exp.resume_path != AUTO:
+        return exp
+    from okc.loggers.run import logger_spec
+
+    spec = logger_spec(exp)
+    exp = attrs.evolve(exp, logger=attrs.evolve(spec, timestamp=spec.timestamp or AUTO))
+    found = newest_checkpoint(exp)
+    return attrs.evolve(exp, resume_path=str(found) if found else None)
+
+
+def _auto_base(exp: Experiment) -> Path:
+    from okc.loggers.run import logger_spec
+    from okc.reports.runs import experiment_log_dir
+
+    return experiment_log_dir(exp) / (logger_spec(exp).timestamp or AUTO)
+
+
+def newest_checkpoint(exp: Experiment) -> Path | None:
+    """The newest complete checkpoint that can resume, in the auto run's folders: a file
+    (written atomically, so complete once it exists) or a sharded checkpoint's folder with its
+    ``.metadata`` (written last). Weights-only and unreadable files are passed over."""
+    from okc.engine.checkpoint import read_checkpoint
+    from okc.errors import OkcError
+
+    base = _auto_base(exp)
+    folders = [base, *base.parent.glob(f"{base.name}-*")] if base.parent.is_dir() else []
+    found = [p for d in folders if d.is_dir() for p in d.rglob("*.ckpt")]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        if path.is_dir():
+            if (path / ".metadata").is_file():
+                return path
+            continue
+        try:
+            if not read_checkpoint(path).get("weights_only"):
+                return path
+        except OkcError:
+            continue
+    return None
+
+
 def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
-    """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached."""
+    """Train on TRAIN, validating on VALID; returns where the run wrote and what it reached.
+
+    ``resume_path: auto`` continues from the newest checkpoint of the auto run (``resolve_auto``).
+    """
     from okc.callbacks.defaults import checkpoint_paths
 
-    experiment = _checked(exp, overrides)
+    experiment = resolve_auto(_checked(exp, overrides))
     if _launches(experiment):
         return _in_processes("fit", experiment)
     loop, callbacks = _loop(experiment, "fit")

@@ -135,7 +135,8 @@ def _check_logger(exp: Experiment) -> list[ConfigError]:
 
 
 def _check_files(exp: Experiment) -> list[ConfigError]:
-    files: list[tuple[str, str | None]] = [("resume_path", exp.resume_path)]
+    resume = exp.resume_path if exp.resume_path != "auto" else None  # okc.api.resolve_auto
+    files: list[tuple[str, str | None]] = [("resume_path", resume)]
     lc = exp.task.load_checkpoint
     if lc is not None:
         files.append(("task.load_checkpoint.base_ckpt_path", lc.base_ckpt_path))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from okc.config.schema import Trainer
+from okc.engine import cluster
 from okc.errors import ConfigError, OkcError
 
 # Seconds the launcher waits for the other ranks to stop after SIGTERM (a failed rank, Ctrl-C)
@@ -52,9 +53,10 @@ class RankFailed(OkcError):
         self.exit_code = 2 if user_error else 1
 
 
-def in_process_group() -> bool:
-    """Whether this process was started as one rank of a group (``torchrun``, or ``launch``)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+def in_process_group(trainer: Trainer | None = None) -> bool:
+    """Whether this process was started as one rank of a group (``torchrun``, ``launch``, or
+    ``srun`` with several tasks: ``okc.engine.cluster``)."""
+    return cluster.detect(trainer).distributed or "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def _uses_gpu(trainer: Trainer) -> bool:

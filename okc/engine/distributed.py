@@ -8,7 +8,6 @@ set up: NCCL on GPUs, gloo on CPUs. Everything that writes files or prints asks 
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from okc.config.schema import Trainer
+from okc.engine import cluster
 from okc.errors import ConfigError
 
 
@@ -57,9 +57,10 @@ def _device(trainer: Trainer, local_rank: int) -> torch.device:
 
 
 def setup(trainer: Trainer) -> DistEnv:
-    """The device and ranks of this process; joins torchrun's process group when there is one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    """The device and ranks of this process; joins torchrun's process group when there is one
+    (or SLURM's, whose variables ``cluster.detect`` exports as torchrun's)."""
+    job = cluster.detect(trainer)
+    world_size, rank, local_rank = job.world_size, job.rank, job.local_rank
     device = _device(trainer, local_rank)
     requested = trainer.devices
     if world_size == 1 and isinstance(requested, int) and requested > 1:
