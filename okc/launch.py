@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 
 from okc.config.schema import Trainer
 from okc.engine import cluster
+from okc.engine.preempt import Interrupted, signal_name
 from okc.errors import ConfigError, OkcError
 
 # Seconds the launcher waits for the other ranks to stop after SIGTERM (a failed rank, Ctrl-C)
@@ -119,9 +121,21 @@ def launch(
             results = elastic_launch(config, _worker)(fn, threads, tuple(args))
     except ChildFailedError as err:
         raise _rank_failure(err, num_processes) from None
-    except SignalException as err:  # Ctrl-C or SIGTERM reached the launcher
-        raise KeyboardInterrupt from err
+    except SignalException as err:  # Ctrl-C or SIGTERM reached the launcher (and the workers)
+        raise _interrupted(err.sigval) from None
     return results[0]
+
+
+def _interrupted(signum: int) -> BaseException:
+    """The launcher forwarded a signal to the workers, which stopped at their next step
+    boundary with a checkpoint (``okc.engine.preempt``): say so, and exit as they did."""
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return Interrupted(
+        f"interrupted by {signal_name(signum)}: the processes saved a checkpoint at their next "
+        "step boundary; rerun with resume_path=auto to continue",
+        signum=signum,
+    )
 
 
 def _threads_per_process(n: int) -> int | None:
