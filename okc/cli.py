@@ -1,6 +1,7 @@
 """The ``okc`` command: argument parsing and printing only; the work is library calls in okc.api.
 
     okc fit|validate|test|predict|export|check|find-lr EXPERIMENT [key=value ...] [--debug]
+    okc fit EXPERIMENT -m key=a,b key2=c,d                  (a sweep: the grid, one run each)
     okc run EXPERIMENT [+mode=train|test|predict|find_lr]   (TorchOk's run modes)
     python -m okc -cp DIR -cn NAME [key=value ...]          (TorchOk's Hydra-style invocation)
     okc plot RUN_DIR [RUN_DIR ...] [--output curves.png]    (a PNG of the runs' curves)
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name in ("find-lr", "run"):
             _find_lr_options(p)
+        if name in ("fit", "run"):
+            p.add_argument("-m", "--multirun", action="store_true",
+                           help="sweep: run the grid of the overrides' comma lists (Hydra's "
+                           "syntax: key=a,b  key=range(1,4)  key=choice(a,b)), one run after "
+                           "another, then print the table of runs")  # fmt: skip
     _tool_parsers(sub)
     return parser
 
@@ -151,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
             print_listing(api.list_components(args.kind, args.pattern, library=args.library,
                                               imports=args.imports))  # fmt: skip
         return 0
+    if getattr(args, "multirun", False):
+        return _sweep(args)
     exp = api.load_experiment(args.experiment, args.overrides)
     if args.command == "check":
         return _check(exp, args.experiment)
@@ -181,6 +189,15 @@ def _run(args: argparse.Namespace) -> int:
     elif command in ("find-lr", "find_lr"):
         _find_lr(api, exp, args, main_process=main_process)
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """``-m``: the runs one after another, then their table; status 1 when a run failed."""
+    from okc.sweep import print_table, run_sweep
+
+    result = run_sweep(args.experiment, args.overrides, command=args.command, debug=args.debug)
+    print_table(result)
+    return 1 if any(r.status == "failed" for r in result.runs) else 0
 
 
 def _find_lr(api: Any, exp: Any, args: argparse.Namespace, *, main_process: bool) -> None:

@@ -21,6 +21,7 @@ from okc.reports.history import RunHistory
 
 STYLES = {"train": "-", "valid": "--", "test": ":", "predict": "-."}
 LR = "learning rate"
+SWEEP_OVERRIDES = "overrides.yml"  # a sweep run's overrides, written by okc.sweep
 _DATALOADER = re.compile(r"_dataloader_\d+$")
 
 
@@ -48,6 +49,7 @@ def plot_runs(runs: Sequence[RunHistory], output: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    runs = sweep_labelled(runs)
     names = panels(runs)
     if not names:
         raise OkcError("nothing to plot: the runs logged no values yet "
@@ -71,6 +73,28 @@ def plot_runs(runs: Sequence[RunHistory], output: str | Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output)
     return output
+
+
+def sweep_labelled(runs: Sequence[RunHistory]) -> list[RunHistory]:
+    """Runs of a sweep (``okc fit -m``) labelled by their overrides (``#1 lr=0.01``): what tells
+    them apart, where their folders' names (``0``, ``1``, ...) do not."""
+    import attrs
+    import yaml
+
+    labelled = []
+    for run in runs:
+        path = run.run_dir / SWEEP_OVERRIDES
+        swept = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if isinstance(swept, list) and swept:
+            run = attrs.evolve(run, label=f"#{run.run_dir.name} {' '.join(map(_short, swept))}")
+        labelled.append(run)
+    return labelled
+
+
+def _short(override: object) -> str:
+    """``optimization.0.optimizer.params.lr=0.01`` → ``lr=0.01``."""
+    key, eq, value = str(override).partition("=")
+    return f"{key.rpartition('.')[2]}{eq}{value}"
 
 
 def _draw_panel(ax, name: str, runs: Sequence[RunHistory]) -> None:
