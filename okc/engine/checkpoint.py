@@ -19,8 +19,10 @@ Names say what each entry point does: ``Checkpointer.save``, ``Checkpointer.load
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -116,12 +118,23 @@ _RESERVED = {"format", "okc_version", "weights_only", "experiment"}
 # --- files ----------------------------------------------------------------------------------------
 
 
+class DiskFullError(OkcError):
+    """A checkpoint did not fit on its disk; the message names the folder and its free space."""
+
+    exit_code = 1  # not a mistake in the experiment
+
+
 def write_atomic(state: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    """``torch.save`` to ``path`` atomically: a crash leaves the old file or the new one.
+
+    A full disk (or quota) raises ``DiskFullError`` instead of torch's zip-writer error
+    (``[enforce fail at inline_container.cc] unexpected pos``), and leaves no partial file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(state), f)
             f.flush()
@@ -130,10 +143,53 @@ def write_atomic(state: Mapping[str, Any], path: str | Path) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError | RuntimeError) and _out_of_space(err, path.parent, state):
+            raise _disk_full(path, state) from err
         raise
     return path
+
+
+def _out_of_space(err: OSError | RuntimeError, folder: Path, state: Mapping[str, Any]) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT (torch's writer re-raises it as
+    a RuntimeError, the OSError in its context), or a writer error without an errno on a disk
+    with less free space than the checkpoint needs."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(err, RuntimeError) and _free_bytes(folder) < _nbytes(state)
+
+
+def _disk_full(path: Path, state: Mapping[str, Any]) -> DiskFullError:
+    free, need = _free_bytes(path.parent), _nbytes(state)
+    return DiskFullError(
+        f"cannot save checkpoint {path.name}: the disk of {path.parent} is full "
+        f"({free / 2**20:.1f} MiB free, the checkpoint needs about {need / 2**20:.1f} MiB); "
+        "nothing partial was left and earlier checkpoints are intact. Free some space, or save "
+        "elsewhere (logger.log_dir, or the ModelCheckpoint's dirpath)"
+    )
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def _nbytes(state: Any) -> int:
+    """The tensors' bytes in ``state`` (about the file's size)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(_nbytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_nbytes(v) for v in state)
+    return 0
 
 
 def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> dict[str, Any]:
