@@ -2,14 +2,18 @@
 
 Saves at epoch ends (every ``every_n_epochs``) and, with ``every_n_train_steps``, after optimizer
 steps; keeps the ``save_top_k`` best by ``monitor`` (all with -1, none with 0), and ``last.ckpt``
-with ``save_last``. Ctrl-C / SIGTERM during fit writes ``last.ckpt`` at the step where the run
-stopped, so ``resume_path`` continues exactly from there.
+with ``save_last``. ``keep_latest_k`` (okc's) bounds the disk a long run with frequent saves
+uses: of the checkpoints kept by ``save_top_k``, only the ``k`` newest stay, and the best one.
+Under FSDP2 each checkpoint is a folder of per-rank shards (``okc.engine.sharded``), removed
+whole. Ctrl-C / SIGTERM during fit writes ``last.ckpt`` at the step where the run stopped, so
+``resume_path`` continues exactly from there.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -39,9 +43,14 @@ class ModelCheckpoint(Callback):
         every_n_train_steps: int | None = None,
         auto_insert_metric_name: bool = True,
         verbose: bool = False,
+        keep_latest_k: int | None = None,
     ) -> None:
         if save_top_k < -1:
             raise ValueError(f"save_top_k must be >= -1, got {save_top_k}")
+        if keep_latest_k is not None and keep_latest_k < 1:
+            raise ValueError(
+                f"keep_latest_k must be >= 1 (or null for no bound), got {keep_latest_k}"
+            )
         if monitor is None and save_top_k not in (-1, 0, 1):
             raise ValueError("save_top_k > 1 needs a monitor to rank checkpoints by")
         self.dirpath = Path(dirpath).expanduser() if dirpath else None
@@ -53,7 +62,9 @@ class ModelCheckpoint(Callback):
         self.every_n_train_steps = every_n_train_steps
         self.auto_insert_metric_name = auto_insert_metric_name
         self.verbose = verbose
+        self.keep_latest_k = keep_latest_k
         self.best_k: dict[str, float] = {}  # path -> score
+        self.written: list[str] = []  # the kept checkpoints, oldest first (for keep_latest_k)
         self.best_model_path: Path | None = None
         self.last_model_path: Path | None = None
         self._restored_dirpath: Path | None = None
@@ -65,6 +76,7 @@ class ModelCheckpoint(Callback):
             # A resumed run writing elsewhere keeps ranking from scratch: never delete the files
             # of the run it resumed (Lightning does the same).
             self.best_k.clear()
+            self.written.clear()
         self._restored_dirpath = None
 
     # --- when -------------------------------------------------------------------------------------
@@ -95,7 +107,10 @@ class ModelCheckpoint(Callback):
 
     def _remove(self, path: Path) -> None:
         """A checkpoint that fell out of the top k (subclasses remove their files with it)."""
-        path.unlink(missing_ok=True)
+        if path.is_dir():  # a sharded checkpoint
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def _save(self, run: RunView, metrics: Mapping[str, float], *, due_top_k: bool) -> None:
         if due_top_k and self.save_top_k != 0:
@@ -138,6 +153,7 @@ class ModelCheckpoint(Callback):
             self._write(run, path, weights_only=self.save_weights_only)
             self.best_k[str(path)] = score if score is not None else math.nan
             self.best_model_path = path if score is None else self._best_path()
+            self._keep_latest(path)
             return
         assert score is not None
         if math.isnan(score):
@@ -152,8 +168,22 @@ class ModelCheckpoint(Callback):
         self._write(run, path, weights_only=self.save_weights_only)
         self.best_k[str(path)] = score
         self.best_model_path = self._best_path()
+        self._keep_latest(path)
         if self.verbose:
             print(f"saved {path} ({self.monitor}={score:.6g})")
+
+    def _keep_latest(self, path: Path) -> None:
+        """Remove kept checkpoints older than the ``keep_latest_k`` newest, except the best."""
+        self.written = [p for p in self.written if p in self.best_k and p != str(path)]
+        self.written.append(str(path))
+        if self.keep_latest_k is None:
+            return
+        best = str(self.best_model_path) if self.monitor is not None else None
+        old = [p for p in self.written[: -self.keep_latest_k] if p != best]
+        for p in old:
+            self._remove(Path(p))
+            del self.best_k[p]
+        self.written = [p for p in self.written if p not in old]
 
     def _sign(self) -> float:
         return 1.0 if self.mode == "min" else -1.0
@@ -187,12 +217,14 @@ class ModelCheckpoint(Callback):
         return {
             "dirpath": str(self.dirpath) if self.dirpath else None,
             "best_k": dict(self.best_k),
+            "written": list(self.written),
             "best_model_path": str(self.best_model_path) if self.best_model_path else None,
             "last_model_path": str(self.last_model_path) if self.last_model_path else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_k = dict(state.get("best_k", {}))
+        self.written = list(state.get("written", self.best_k))
         self._restored_dirpath = Path(state["dirpath"]) if state.get("dirpath") else None
         best, last = state.get("best_model_path"), state.get("last_model_path")
         self.best_model_path = Path(best) if best else None

@@ -12,6 +12,11 @@ The file is one dict, read with ``torch.load(weights_only=True)``:
 A weights-only checkpoint holds the parts marked ``weights`` (the model and the progress).
 Format 1 files (okc 0.1's flat layout) are migrated on read.
 
+With ``sharded=True`` (FSDP2) a checkpoint is a folder instead (``okc.engine.sharded``): the parts
+that shard (``ShardedStateful``: the model and the optimizers) go through
+torch.distributed.checkpoint, each rank writing its own shards, and the rest goes into the
+folder's ``okc.pt`` in the same layout as a file. Both forms load into any strategy.
+
 Names say what each entry point does: ``Checkpointer.save``, ``Checkpointer.load_for_resume``,
 ``load_weights`` (a checkpoint's model into a model, for evaluation and export) and
 ``okc.engine.weights.merge_load_checkpoint`` (``task.load_checkpoint``'s merge of several files).
@@ -32,6 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from okc.engine.distributed import DistEnv
+from okc.engine.sharded import META, ShardedWriter, is_complete, load_shards
+from okc.engine.strategy.base import Strategy
 from okc.errors import OkcError
 from okc.version import __version__
 
@@ -47,6 +55,14 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class ShardedStateful(Stateful, Protocol):
+    """A part that a sharded checkpoint saves through torch.distributed.checkpoint: its state
+    keyed by name, each rank holding its own shards; ``load_state_dict`` takes that form too."""
+
+    def sharded_state_dict(self) -> dict[str, Any]: ...
+
+
 class Checkpointer:
     """Saves and restores named Stateful parts.
 
@@ -55,6 +71,9 @@ class Checkpointer:
         is_main: whether this process writes files. Every rank builds the state, because some
             parts' ``state_dict`` is a collective (FSDP2 gathers shards); only the main one writes.
         barrier: called after writing, so no rank reads a file before it exists.
+        sharded: save folders of per-rank shards (the strategy's ``sharded_checkpoints``).
+        async_save: with ``sharded``, write the shards in the background
+            (``trainer.checkpoint_async``); ``close`` finishes the last one.
     """
 
     def __init__(
@@ -63,12 +82,19 @@ class Checkpointer:
         meta: Mapping[str, Any] | None = None,
         is_main: bool = True,
         barrier: Callable[[], None] = lambda: None,
+        sharded: bool = False,
+        async_save: bool = False,
     ) -> None:
         self.parts: dict[str, Stateful] = {}
         self.weights: set[str] = set()
         self.meta = dict(meta or {})
         self.is_main = is_main
         self.barrier = barrier
+        self.writer = (
+            ShardedWriter(is_main=is_main, barrier=barrier, write_meta=write_atomic,
+                          async_save=async_save)
+            if sharded else None
+        )  # fmt: skip
 
     def add(self, name: str, part: Stateful, *, weights: bool = False) -> None:
         """Register ``part`` under ``name``; ``weights`` parts go into weights-only files too."""
@@ -79,40 +105,72 @@ class Checkpointer:
             self.weights.add(name)
 
     def state_dict(self, *, weights_only: bool = False) -> dict[str, Any]:
-        names = [n for n in self.parts if n in self.weights or not weights_only]
-        return {
-            "format": FORMAT,
-            "okc_version": __version__,
-            "weights_only": weights_only,
-            **self.meta,
-            **{name: self.parts[name].state_dict() for name in names},
-        }
+        parts = {name: self.parts[name].state_dict() for name in self._names(weights_only)}
+        return {**self._header(weights_only), **parts}
+
+    def _header(self, weights_only: bool) -> dict[str, Any]:
+        return {"format": FORMAT, "okc_version": __version__, "weights_only": weights_only,
+                **self.meta}  # fmt: skip
+
+    def _names(self, weights_only: bool) -> list[str]:
+        return [n for n in self.parts if n in self.weights or not weights_only]
 
     def save(self, path: str | Path, *, weights_only: bool = False) -> Path:
-        """Write every part to ``path`` atomically (main process; the others return the path)."""
+        """Write every part to ``path`` atomically (main process; the others return the path);
+        sharded, a folder of every rank's shards."""
+        if self.writer is not None:
+            return self._save_sharded(Path(path), weights_only)
         state = self.state_dict(weights_only=weights_only)
         if self.is_main:
             write_atomic(state, path)
         self.barrier()
         return Path(path)
 
+    def _save_sharded(self, path: Path, weights_only: bool) -> Path:
+        assert self.writer is not None
+        names = self._names(weights_only)
+        sharded = [n for n in names if isinstance(self.parts[n], ShardedStateful)]
+        shards = {n: self.parts[n].sharded_state_dict() for n in sharded}  # type: ignore[attr-defined]
+        rest = {n: self.parts[n].state_dict() for n in names if n not in sharded}
+        return self.writer.save(path, shards, {**self._header(weights_only), **rest,
+                                               "sharded": sharded})  # fmt: skip
+
+    def close(self) -> None:
+        """Finish an asynchronous save under way (every rank calls it before the group goes)."""
+        if self.writer is not None:
+            self.writer.wait()
+
     def load_for_resume(self, path: str | Path) -> dict[str, Any]:
-        """Restore every part from the checkpoint at ``path``; returns the file's contents."""
+        """Restore every part from the checkpoint at ``path`` (a file or a sharded folder, from
+        any number of ranks); returns the file's contents (a folder's ``okc.pt``)."""
         state = read_checkpoint(path, what="resume_path")
         if state.get("weights_only"):
             raise OkcError(
                 f"{path}: a weights-only checkpoint (save_weights_only) cannot resume a run; "
                 "load its weights with task.load_checkpoint instead"
             )
-        missing = [name for name in self.parts if name not in state]
+        in_shards = set(state.get("sharded", ()))
+        missing = [name for name in self.parts if name not in state and name not in in_shards]
         if missing:
             raise OkcError(f"{path}: cannot resume, the checkpoint has no {', '.join(missing)}")
+        if in_shards:
+            template = {n: _sharded_state(self.parts[n], n, path) for n in self.parts
+                        if n in in_shards}  # fmt: skip
+            load_shards(path, template)
+            state = {**state, **template}
         for name, part in self.parts.items():
             part.load_state_dict(state[name])
         return state
 
 
-_RESERVED = {"format", "okc_version", "weights_only", "experiment"}
+def _sharded_state(part: Stateful, name: str, path: str | Path) -> dict[str, Any]:
+    """The form ``part`` loads shards into (this process's own shards, or whole tensors)."""
+    if not isinstance(part, ShardedStateful):
+        raise OkcError(f"{path}: '{name}' is sharded in the checkpoint but not in this run")
+    return part.sharded_state_dict()
+
+
+_RESERVED = {"format", "okc_version", "weights_only", "experiment", "sharded"}
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -193,15 +251,38 @@ def _nbytes(state: Any) -> int:
 
 
 def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> dict[str, Any]:
-    """An okc checkpoint read safely (no arbitrary unpickling), in the current format."""
+    """An okc checkpoint read safely (no arbitrary unpickling), in the current format.
+
+    For a sharded folder: its ``okc.pt`` (every part but the sharded ones, which ``sharded``
+    names; ``load_weights`` and ``Checkpointer.load_for_resume`` read those)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        if not is_complete(path):
+            raise OkcError(f"{path}: not a complete sharded checkpoint (no {META} or .metadata: "
+                           "its save was cut short, or it is not a checkpoint)")  # fmt: skip
+        return _check_format(_load(path / META), path)
     if not path.is_file():
         raise OkcError(f"{what} not found: {path}")
+    return _check_format(_load(path), path)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint file or a complete sharded folder (``resume_path: auto``
+    looks for these; a half-written folder is not one)."""
+    path = Path(path)
+    return path.is_file() or is_complete(path)
+
+
+def _load(path: Path) -> Any:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
         raise OkcError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or "model" not in state:
+
+
+def _check_format(state: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(state, dict) or ("model" not in state and "model" not in
+                                       state.get("sharded", ())):  # fmt: skip
         raise OkcError(f"{path}: not an okc checkpoint (no 'model' entry)")
     version = state.get("format", 1)
     if version == 1:
@@ -281,27 +362,25 @@ class RNGState:
 
 
 class ModelState:
-    """The model's weights; ``gather``/``scatter`` make whole tensors from shards and back."""
+    """The model's weights, as the strategy gathers (``state_dict``: whole tensors) or shards
+    (``sharded_state_dict``) them; ``load_state_dict`` takes either form."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        gather: Callable[[nn.Module], dict[str, Any]] | None = None,
-        scatter: Callable[[nn.Module, dict[str, Any]], None] | None = None,
-        source: str = "checkpoint",
+        self, model: nn.Module, *, strategy: Strategy | None = None, source: str = "checkpoint"
     ) -> None:
         self.model = model
-        self.gather = gather or (lambda m: m.state_dict())
-        self.scatter = scatter or (lambda m, s: m.load_state_dict(s))
+        self.strategy = strategy or _ONE_PROCESS
         self.source = source
 
     def state_dict(self) -> dict[str, Any]:
-        return self.gather(self.model)
+        return self.strategy.model_state(self.model)
+
+    def sharded_state_dict(self) -> dict[str, Any]:
+        return self.strategy.model_state(self.model, sharded=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
-            self.scatter(self.model, state)
+            self.strategy.load_model_state(self.model, state)
         except RuntimeError as err:
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()][:3]
             raise OkcError(
@@ -310,6 +389,16 @@ class ModelState:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load the model weights of the okc checkpoint at ``path`` into ``model``."""
+    """Load the model weights of the okc checkpoint at ``path`` (a file, or a sharded folder
+    read straight into the whole model) into ``model``."""
     state = read_checkpoint(path)
-    ModelState(model, source=str(path)).load_state_dict(state["model"])
+    weights = ModelState(model, source=str(path))
+    if "model" in state.get("sharded", ()):
+        template = {"model": weights.sharded_state_dict()}
+        load_shards(Path(path).expanduser(), template)
+        state = template
+    weights.load_state_dict(state["model"])
+
+
+# state as one process without a sharded model holds it (ModelState without a strategy)
+_ONE_PROCESS = Strategy(DistEnv(device=torch.device("cpu")))

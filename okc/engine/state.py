@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 from torch import nn
 
-from okc.engine import distributed
 from okc.engine.hooks import Callback
+from okc.engine.strategy import Strategy
 from okc.errors import OkcError
 
 
@@ -50,17 +50,29 @@ class Progress:
 
 
 class OptimizationState:
-    """Every optimizer and its scheduler (whole states also when FSDP2 shards the model)."""
+    """Every optimizer and its scheduler. ``state_dict`` holds whole tensors (a checkpoint
+    file); ``sharded_state_dict`` the strategy's shards keyed by parameter name (a sharded
+    folder). ``load_state_dict`` takes either."""
 
-    def __init__(self, model: nn.Module, pairs: Sequence[Any], *, source: str = "") -> None:
+    def __init__(
+        self, model: nn.Module, pairs: Sequence[Any], *, strategy: Strategy, source: str = ""
+    ) -> None:
         self.model = model
         self.pairs = pairs
+        self.strategy = strategy
         self.source = source
 
     def state_dict(self) -> dict[str, Any]:
+        return self._state(sharded=False)
+
+    def sharded_state_dict(self) -> dict[str, Any]:
+        return self._state(sharded=True)
+
+    def _state(self, *, sharded: bool) -> dict[str, Any]:
+        optimizer_state = self.strategy.optimizer_state
         return {
             "optimizers": [
-                distributed.full_optimizer_state(self.model, p.optimizer) for p in self.pairs
+                optimizer_state(self.model, p.optimizer, sharded=sharded) for p in self.pairs
             ],
             "schedulers": [p.scheduler.state_dict() if p.scheduler else None for p in self.pairs],
         }
@@ -73,7 +85,7 @@ class OptimizationState:
                 f"the experiment has {len(self.pairs)}"
             )
         for pair, opt, sch in zip(self.pairs, saved, state["schedulers"], strict=True):
-            distributed.load_full_optimizer_state(self.model, pair.optimizer, opt)
+            self.strategy.load_optimizer_state(self.model, pair.optimizer, opt)
             if pair.scheduler is not None and sch is not None:
                 pair.scheduler.load_state_dict(sch)
 

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from okc.errors import ConfigError
 from okc.paths import inductor_cache_dir
 from okc.tasks.base import BaseTask
 
@@ -46,31 +45,6 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 
 def should_compile(setting: bool | str, device: torch.device) -> bool:
     return device.type == "cuda" if setting == "auto" else bool(setting)
-
-
-def use_channels_last(
-    setting: bool | str, model: nn.Module, device: torch.device, *, half: bool, sharded: bool
-) -> bool:
-    """Whether ``trainer.channels_last`` puts the model's 4-D weights in channels_last.
-
-    ``auto`` does for a model with a 2-D convolution on a CPU, where oneDNN's channels_last
-    kernels train resnet18 ~9 %, resnet10t ~15 % and mobilenetv3 (depthwise) ~3x faster than NCHW
-    (perf/README.md), and on a GPU in 16/bf16 precision (tensor cores want NHWC). Only the weights
-    move: a convolution whose weight is channels_last gives channels_last outputs from any input,
-    so batches stay as they are, and checkpoints hold the same values (strides aside). FSDP2
-    (``sharded``) shards only contiguous parameters: ``auto`` stays NCHW there.
-    """
-    if setting != "auto":
-        if setting and sharded:
-            raise ConfigError(
-                "trainer.channels_last",
-                "FSDP2 (strategy fsdp) cannot shard channels_last weights: use false or ddp",
-            )
-        return bool(setting)
-    if sharded:
-        return False
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return has_conv and (device.type == "cpu" or (device.type == "cuda" and half))
 
 
 def maybe_compile(module: nn.Module, *, setting: bool | str, device: torch.device) -> nn.Module:
