@@ -112,10 +112,12 @@ def make_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
     ``okc / limit`` measures okc's overhead, not its layout), ``lightning`` TorchOk's NCHW."""
     import timm
 
-    from okc.engine.step import use_channels_last
+    from okc.engine.distributed import DistEnv
+    from okc.engine.strategy import SingleDeviceStrategy
 
     model = timm.create_model(args.model, num_classes=NUM_CLASSES).to(device)
-    layout = use_channels_last(args.channels_last, model, device, half=False, sharded=False)
+    layout = SingleDeviceStrategy(DistEnv(device)).channels_last(args.channels_last, model,
+                                                                 half=False)  # fmt: skip
     if layout and args.side != "lightning":
         model = model.to(memory_format=torch.channels_last)
     return model

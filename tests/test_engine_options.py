@@ -140,15 +140,22 @@ def test_channels_last_trains_like_nchw(tiny_exp) -> None:
 
 
 def test_channels_last_with_fsdp_is_refused_and_auto_stays_nchw() -> None:
-    from okc.engine.step import use_channels_last
+    from okc.engine.distributed import DistEnv
+    from okc.engine.strategy import FSDPStrategy, SingleDeviceStrategy
     from okc.errors import ConfigError
 
     conv = torch.nn.Conv2d(3, 4, 3)
     cpu = torch.device("cpu")
-    assert not use_channels_last("auto", conv, cpu, half=False, sharded=True)
-    assert not use_channels_last("auto", torch.nn.Linear(3, 4), cpu, half=False, sharded=False)
-    assert not use_channels_last("auto", conv, torch.device("cuda"), half=False, sharded=False)
-    assert use_channels_last("auto", conv, torch.device("cuda"), half=True, sharded=False)
+    single, gpu = (
+        SingleDeviceStrategy(DistEnv(cpu)),
+        SingleDeviceStrategy(DistEnv(torch.device("cuda"))),
+    )
+    fsdp = FSDPStrategy(DistEnv(cpu, world_size=2))
+    assert single.channels_last("auto", conv, half=False)
+    assert not fsdp.channels_last("auto", conv, half=False)
+    assert not single.channels_last("auto", torch.nn.Linear(3, 4), half=False)
+    assert not gpu.channels_last("auto", conv, half=False)
+    assert gpu.channels_last("auto", conv, half=True)
     from okc.engine.precision import Precision
 
     halves = {
@@ -157,4 +164,4 @@ def test_channels_last_with_fsdp_is_refused_and_auto_stays_nchw() -> None:
     assert halves == {"32": False, "16-mixed": True, "bf16-mixed": True, "bf16-true": True,
                       "64": False}  # fmt: skip
     with pytest.raises(ConfigError, match="trainer.channels_last"):
-        use_channels_last(True, conv, cpu, half=False, sharded=True)
+        fsdp.channels_last(True, conv, half=False)

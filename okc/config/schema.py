@@ -269,6 +269,8 @@ class Trainer:
     # auto: a convnet's weights in channels_last on a CPU, and on a GPU in 16/bf16 (perf/README.md)
     channels_last: bool | Literal["auto"] = "auto"
     on_nonfinite_loss: Literal["error", "skip"] = "error"
+    # FSDP2's sharded checkpoints: write the shards in the background (docs/distributed.md)
+    checkpoint_async: bool = False
     # preemption and clusters (docs/distributed.md): the signals that stop fit at the next step
     # boundary with a resumable checkpoint (Ctrl-C always does); SLURM detection under srun
     # (off for an interactive allocation); requeueing a preempted SLURM job

@@ -36,7 +36,8 @@ from okc.engine.precision import Precision
 from okc.engine.preempt import Interrupted, Preemption, signal_name
 from okc.engine.seed import choose_seed, seed_everything
 from okc.engine.state import CallbackStates, OptimizationState, Progress, TrainDataState
-from okc.engine.step import TrainingModule, maybe_compile, shard_units, use_channels_last
+from okc.engine.step import TrainingModule, maybe_compile, shard_units
+from okc.engine.strategy import select_strategy
 from okc.engine.weights import load_evaluation_weights, merge_load_checkpoint
 from okc.errors import ConfigError, OkcError
 from okc.loggers import build_run_logger, make_run_dir
@@ -91,7 +92,8 @@ class Loop:
         self.env = distributed.setup(exp.trainer)
         self.device = self.env.device
         # every rank must shuffle with the same seed, or the data shards overlap
-        self.seed = seed_everything(distributed.broadcast_object(choose_seed(exp.seed)))
+        self.strategy = select_strategy(exp.trainer, self.env)  # the one place that reads it
+        self.seed = seed_everything(self.strategy.broadcast_object(choose_seed(exp.seed)))
         self.limits = limits(exp.trainer)
         self.precision = Precision(exp.trainer.precision, self.device)
         self.task = build_task(exp)
@@ -99,9 +101,8 @@ class Loop:
         self.metrics = self._build_metrics()
         self.task.to(self.device)
         self.precision.convert_module(self.task)
-        sharded = self.env.distributed and exp.trainer.strategy == "fsdp"
-        if use_channels_last(exp.trainer.channels_last, self.task, self.device,
-                             half=self.precision.half, sharded=sharded):  # fmt: skip
+        if self.strategy.channels_last(exp.trainer.channels_last, self.task,
+                                       half=self.precision.half):  # fmt: skip
             self.task.to(memory_format=torch.channels_last)
         self.run_dir = self._make_run_dir()
         self.logger = build_run_logger(exp, self.run_dir) if self.env.is_main else None
@@ -116,18 +117,17 @@ class Loop:
         self.train_data: Any = None
         self.train_module: torch.nn.Module | None = None
         self.eval_module: torch.nn.Module | None = None
-        self._ddp_module: torch.nn.Module | None = None
+        self._wrapped: torch.nn.Module | None = None  # the strategy's (DDP, FSDP2) module
         self.num_train_batches = 0
         self.epoch_losses = EpochLosses()
         self.checkpointer = Checkpointer(
             meta={"experiment": exp.to_dict()},
             is_main=self.env.is_main,
-            barrier=distributed.barrier,
+            barrier=self.strategy.barrier,
+            sharded=self.strategy.sharded_checkpoints,
+            async_save=exp.trainer.checkpoint_async,
         )
-        model_state = ModelState(
-            self.task.model, gather=distributed.full_state_dict,
-            scatter=distributed.load_full_state_dict,
-        )  # fmt: skip
+        model_state = ModelState(self.task.model, strategy=self.strategy)
         self.checkpointer.add("model", model_state, weights=True)
         self.checkpointer.add("progress", self.progress, weights=True)
         self.checkpointer.add("precision", self.precision)
@@ -156,7 +156,7 @@ class Loop:
 
     def _make_run_dir(self) -> Path:
         run_dir = make_run_dir(self.exp) if self.env.is_main else None
-        return Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+        return Path(self.strategy.broadcast_object(str(run_dir) if run_dir else None))
 
     def _pipelines(self, phase: Phase) -> list[Any]:
         return [
@@ -181,16 +181,14 @@ class Loop:
         (self.train_data,) = self._pipelines(Phase.TRAIN)
         # Data parallelism first, then compile (torch.compile(DDP(m)) is DDP's supported way).
         # FSDP2 replaces parameters, so the optimizers are built on what it leaves.
-        self._ddp_module = distributed.wrap(
-            TrainingModule(self.task, self.task.losses), self.env,
-            strategy=self.trainer.strategy, sync_batchnorm=self.trainer.sync_batchnorm,
-            shard_units=shard_units(self.task.model),
-        )  # fmt: skip
-        self.train_module = self._compiled(self._ddp_module)
+        self._wrapped = self.strategy.wrap(TrainingModule(self.task, self.task.losses),
+                                           shard_units=shard_units(self.task.model))  # fmt: skip
+        self.train_module = self._compiled(self._wrapped)
         self.eval_module = self._compiled(TrainingModule(self.task, self.task.losses))
         self.optimizers = build_optimization(self.exp.optimization, self.task.model)
         source = str(self.exp.resume_path or "checkpoint")
         self.checkpointer.add("optimization", OptimizationState(self.task.model, self.optimizers,
+                                                                strategy=self.strategy,
                                                                 source=source))  # fmt: skip
         self.checkpointer.add("data", TrainDataState(self.train_data, self.progress))
         return self._pipelines(Phase.VALID)
@@ -307,8 +305,8 @@ class Loop:
         """One batch: forward + loss (compiled), backward; on an accumulation boundary, the
         optimizer step (unscale, clip, step, scaler update, zero_grad)."""
         accumulate = self.trainer.accumulate_grad_batches
-        assert self.train_module is not None and self._ddp_module is not None
-        with distributed.gradient_sync(self._ddp_module, enabled=boundary):
+        assert self.train_module is not None and self._wrapped is not None
+        with self.strategy.gradient_sync(self._wrapped, enabled=boundary):
             with self.precision.forward_context():
                 total, parts, outputs = self.train_module(batch)
             if self.trainer.on_nonfinite_loss == "skip" and not self._guard.is_finite(total):
@@ -359,7 +357,7 @@ class Loop:
     def _finish_epoch(self, valid: list[Any]) -> dict[str, float]:
         """Epoch-level logs: train means and metrics, validation when due, epoch schedulers."""
         self._guard.check(hint=NONFINITE_HINT)
-        means = distributed.all_reduce_mean(self.epoch_losses.means("train"))
+        means = self.strategy.all_reduce_mean(self.epoch_losses.means("train"))
         metrics = self.log({**means, **self.metrics.on_epoch_end(Phase.TRAIN)})
         every = self.trainer.check_val_every_n_epoch or 1
         if valid and (self.progress.epoch + 1) % every == 0:
@@ -392,7 +390,7 @@ class Loop:
                         sums.add({"loss": total, **parts})
                     self.metrics.update(phase, outputs, dataloader_idx=idx)
                 losses.update({f"{k}{suffix}": v for k, v in sums.means(phase.value).items()})
-        results = {**distributed.all_reduce_mean(losses), **self.metrics.on_epoch_end(phase)}
+        results = {**self.strategy.all_reduce_mean(losses), **self.metrics.on_epoch_end(phase)}
         if not log:
             return {}
         values = self.log(results)
@@ -419,7 +417,7 @@ class Loop:
     def _eval_mode(self, *, log: bool) -> Iterator[None]:
         was_training = self.task.training
         self.task.eval()
-        distributed.sync_buffers(self.task.model)
+        self.strategy.sync_buffers(self.task.model)
         if log:
             self.call("on_validation_start")
         try:
@@ -499,9 +497,11 @@ class Loop:
             # every rank's last collective (FSDP2's reduce-scatters are asynchronous) is done
             # before the process group goes: gloo aborts a process whose group is destroyed
             # under pending work ("terminate called without an active exception")
-            distributed.barrier()
+            self.checkpointer.close()  # an asynchronous save completes before the run ends
+            self.strategy.barrier()
             return result
         except Interrupted:
+            self.checkpointer.close()  # the stop's checkpoint is complete before the exit
             raise
         except BaseException as err:
             self.call("on_exception", err)
@@ -510,7 +510,7 @@ class Loop:
             self.call("teardown", self.stage)
             if self.logger is not None:
                 self.logger.close()
-            distributed.teardown()
+            self.strategy.teardown()
 
     def _signals(self) -> contextlib.AbstractContextManager[None]:
         """Ctrl-C and ``trainer.preempt_signals`` stop at the next step boundary
