@@ -118,7 +118,8 @@ class CheckpointONNX(ModelCheckpoint):
         source = Headless(run.model) if self.remove_head else run.task
         module = copy.deepcopy(source).to("cpu").eval()
         with torch.no_grad():
-            export_verified_onnx(module, self._example(run), path, **self.onnx_params)
+            names = {} if self.remove_head else {"output_names": run.task.output_names}
+            export_verified_onnx(module, self._example(run), path, **{**names, **self.onnx_params})
 
 
 @CALLBACKS.register

@@ -38,7 +38,10 @@ def export_experiment(
     stem = _stem(exp, checkpoint, output)
     written = []
     if fmt in ("onnx", "all"):
-        written.append(export_verified_onnx(task, example, stem.with_suffix(".onnx")))
+        onnx_path = stem.with_suffix(".onnx")
+        written.append(
+            export_verified_onnx(task, example, onnx_path, output_names=task.output_names)
+        )
     if fmt in ("torchscript", "all"):
         module = for_inputs(task, example)
         path = export_torchscript(module, example, stem.with_suffix(".pt"))

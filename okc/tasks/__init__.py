@@ -3,6 +3,7 @@
 from okc.tasks.base import BaseTask, InputSpec
 from okc.tasks.classification import ClassificationTask
 from okc.tasks.detection import SingleStageDetectionTask
+from okc.tasks.multihead import MultiHeadClassificationTask
 from okc.tasks.onnx import OnnxModel, ONNXTask, TorchScriptTask
 from okc.tasks.pairwise import PairwiseLearnTask
 from okc.tasks.segmentation import SegmentationTask
@@ -12,6 +13,7 @@ __all__ = [
     "BaseTask",
     "ClassificationTask",
     "InputSpec",
+    "MultiHeadClassificationTask",
     "ONNXTask",
     "OnnxModel",
     "PairwiseLearnTask",

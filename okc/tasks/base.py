@@ -91,6 +91,8 @@ class BaseTask(nn.Module):
     output_keys: ClassVar[tuple[str, ...]] = ()
     #: batch keys the task reads
     input_key: ClassVar[str] = "image"
+    #: the names export gives ``forward``'s outputs, in order (a multi-head task: one per head)
+    output_names: Sequence[str] = ("output",)
 
     def __init__(self, *, inputs: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__()

@@ -6,9 +6,11 @@ from okc.data.datasets import (
     coco,
     detection,
     folder,
+    multihead,
     retrieval,
     segmentation,
     shapes,
+    shapes_multihead,
     sop,
     sweet_pepper,
 )
@@ -18,9 +20,11 @@ from okc.data.datasets.classification import ImageClassificationDataset
 from okc.data.datasets.coco import COCODetection
 from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
+from okc.data.datasets.multihead import MultiHeadImageDataset
 from okc.data.datasets.retrieval import RetrievalDataset
 from okc.data.datasets.segmentation import ImageSegmentationDataset
 from okc.data.datasets.shapes import Shapes
+from okc.data.datasets.shapes_multihead import MultiHeadShapes
 from okc.data.datasets.sop import SOP, TRIPLET_SOP
 from okc.data.datasets.sweet_pepper import SweetPepper
 
@@ -35,6 +39,8 @@ __all__ = [
     "ImageDataset",
     "ImageFolder",
     "ImageSegmentationDataset",
+    "MultiHeadImageDataset",
+    "MultiHeadShapes",
     "RetrievalDataset",
     "Shapes",
     "SweetPepper",
@@ -43,9 +49,11 @@ __all__ = [
     "coco",
     "detection",
     "folder",
+    "multihead",
     "retrieval",
     "segmentation",
     "shapes",
+    "shapes_multihead",
     "sop",
     "sweet_pepper",
 ]
