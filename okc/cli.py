@@ -13,7 +13,6 @@ User errors print one short block and exit 2; ``--debug`` shows the traceback in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -164,7 +163,9 @@ def _run(args: argparse.Namespace) -> int:
         return _check(exp, args.experiment)
     command = (exp.mode or "train") if args.command == "run" else args.command
     checkpoint, output = getattr(args, "checkpoint", None), getattr(args, "output", None)
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, print once
+    from okc.engine.cluster import detect
+
+    main_process = detect(exp.trainer).rank == 0  # under torchrun or srun, print once
     if command in ("fit", "train"):
         start = time.monotonic()
         result = api.fit(exp)
