@@ -137,7 +137,8 @@ def test_to_device_normalizes_to_input_dtype() -> None:
     batch = next(iter(p))
     out = p.to_device(batch)
     assert out["image"].dtype == torch.bfloat16
-    expected = batch["image"].float() / 255 * 2 - 1
+    pixels = torch.stack([p.dataset[i]["image"] for i in batch["index"].tolist()])
+    expected = pixels.float() / 255 * 2 - 1
     torch.testing.assert_close(out["image"].float(), expected, atol=1e-2, rtol=0)
     assert torch.equal(out["target"], batch["target"])
 

@@ -38,6 +38,7 @@ from okc.data.datasets.base import SampleSpec
 from okc.data.io import CorruptSampleError
 from okc.data.loader import BatchLoader
 from okc.data.ops import Boxes, Chain, Normalize, box_problem, run
+from okc.data.sample_ops import SampleNormalize, sample_forms, sample_normalize
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
 from okc.errors import ConfigError, ConfigErrors, OkcError
@@ -99,11 +100,16 @@ class _BatchReader:
     """Reads one batch: samples, per-sample size ops, collate; skips corrupt samples if asked."""
 
     def __init__(
-        self, dataset: Any, per_sample: Sequence[nn.Module], order: BatchOrder | None = None
+        self,
+        dataset: Any,
+        per_sample: Sequence[nn.Module],
+        order: BatchOrder | None = None,
+        finish: SampleNormalize | None = None,
     ) -> None:
         self.dataset = dataset
         self.per_sample = list(per_sample)
         self.order = order  # its seed and epoch seed each sample's random draws
+        self.finish = finish  # the float sample, normalized (a CPU device: ``_cpu_tail``)
         self.spec = spec = SampleSpec.of(dataset)
         self.image_keys, self.ragged_keys, self.skip = (
             spec.image_keys, spec.ragged_keys, spec.skip_corrupt,
@@ -118,7 +124,10 @@ class _BatchReader:
             if self.batched:
                 return self.dataset.__getitems__(indices)
             samples = [s for s in map(self._sample, indices) if s is not None]
-            return collate(samples, ragged_keys=self.ragged_keys)
+            batch = collate(samples, ragged_keys=self.ragged_keys)
+            if self.finish is not None and batch:
+                batch.update({key: self.finish(batch[key]) for key in self.image_keys})
+            return batch
         except OkcError as err:
             return _LoadFailure(err)
 
@@ -280,9 +289,19 @@ def build_pipeline(
     _check_per_sample(augment_sized, f"{path}.dataset.augment")
     per_sample = augment_sized + sized
     dataset = build_dataset(item, path=path)
-    if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
+    spec = SampleSpec.of(dataset)
+    if BOX_KEYS[0] in spec.ragged_keys:
         _check_box_ops(transform, f"{path}.dataset.transform")
         _check_box_ops(augment, f"{path}.dataset.augment")
+    finish = None
+    if (
+        device.type == "cpu"
+        and BOX_KEYS[0] not in spec.ragged_keys
+        and not (spec.reads_batches and not per_sample)
+    ):
+        per_sample, augment_batched, batched, finish = _cpu_tail(
+            per_sample, augment_batched, batched, spec.input_dtype
+        )
     sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
@@ -303,7 +322,7 @@ def build_pipeline(
                 f"{path}.dataloader.pin_memory: no CUDA device, not pinning", stacklevel=2
             )
         pin = False
-    reader = _BatchReader(dataset, per_sample, order)
+    reader = _BatchReader(dataset, per_sample, order, finish)
     loader = BatchLoader(
         order,
         reader,
@@ -320,6 +339,27 @@ def build_pipeline(
         transform=Chain(batched) if batched else None,
         device=device,
     )
+
+
+def _cpu_tail(
+    per_sample: list[nn.Module],
+    augment: list[nn.Module],
+    transform: list[nn.Module],
+    dtype: torch.dtype,
+) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module], SampleNormalize | None]:
+    """On a CPU device, the batched tail moved into the loader threads when it can run there
+    per sample in uint8 (``okc.data.sample_ops``): ``(per_sample, augment, transform, finish)``.
+
+    Measured at 224 px (perf/README.md, "bench_data at 224 px"): the batched float ops cost the
+    main thread 8 ms an image, run per sample in the threads they cost under 1 ms. A tail with an
+    op that has no per-sample form stays as it was. Datasets read from memory a batch at a time
+    keep their batched transform (one op on a whole batch beats a Python call per sample).
+    """
+    forms = sample_forms(augment)
+    finish = sample_normalize(transform, dtype) if forms is not None else None
+    if forms is None or finish is None:
+        return per_sample, augment, transform, None
+    return [*per_sample, *forms], [], [], finish
 
 
 def _check_per_sample(built: Sequence[nn.Module], path: str) -> None:
