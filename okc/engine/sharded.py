@@ -17,10 +17,12 @@ is not sharded at all (evaluation, export).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import attrs
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from okc.errors import OkcError
@@ -62,8 +65,9 @@ def load_shards(path: str | Path, template: dict[str, Any]) -> None:
     """Fill ``template`` (tensors keyed as when saved, sharded as this process wants them) from
     the folder at ``path``, in place. Every rank calls it when several run."""
     try:
-        dcp.load(template, checkpoint_id=str(path), planner=SafeLoadPlanner())
-    except Exception as err:  # DCP wraps each rank's error in a CheckpointException
+        with _one_process_is_intended():
+            dcp.load(template, checkpoint_id=str(path), planner=SafeLoadPlanner())
+    except (Exception, CheckpointException) as err:  # a BaseException wrapping each rank's
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         detail = next((ln for ln in lines if "Missing key" in ln or "Size mismatch" in ln), "")
         raise OkcError(
@@ -125,7 +129,8 @@ class ShardedWriter:
             future = dcp.async_save(shards, checkpoint_id=str(partial), process_group=self._group)
             self.pending = _Pending(future, partial, final, meta)  # type: ignore[arg-type]
         else:
-            dcp.save(shards, checkpoint_id=str(partial))  # returns once .metadata is written
+            with _one_process_is_intended():  # returns once .metadata is written
+                dcp.save(shards, checkpoint_id=str(partial))
             self._complete(partial, final, meta)
         return final
 
@@ -142,6 +147,15 @@ class ShardedWriter:
             self.write_meta(meta, partial / META)
             _swap_into_place(partial, final)
         self.barrier()
+
+
+@contextlib.contextmanager
+def _one_process_is_intended() -> Iterator[None]:
+    """DCP warns that it assumes one process when no process group exists: okc means it
+    (evaluation and export read a folder in one process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        yield
 
 
 def _swap_into_place(partial: Path, final: Path) -> None:

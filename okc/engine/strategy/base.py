@@ -131,6 +131,21 @@ def keyed_by_name(optimizer_state: Mapping[str, Any]) -> bool:
     return any(isinstance(p, str) for g in groups for p in g.get("params", ()))
 
 
+def named_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``Optimizer.state_dict``'s numbered form (a DDP or one-device file) keyed by parameter
+    name instead, the form FSDP2's ``set_optimizer_state_dict`` takes: the numbers count the
+    optimizer's parameters group by group, in order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    return {
+        "state": {order[i]: v for i, v in state["state"].items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]}
+                         for g in state["param_groups"]],
+    }  # fmt: skip
+
+
 def is_dtensor(t: Any) -> bool:
     from torch.distributed.tensor import DTensor
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from okc.engine.strategy.base import is_dtensor
+from okc.engine.strategy.base import is_dtensor, keyed_by_name, named_optimizer_state
 from okc.engine.strategy.parallel import ParallelStrategy
 from okc.errors import ConfigError
 
@@ -83,6 +83,8 @@ class FSDPStrategy(ParallelStrategy):
             set_optimizer_state_dict,
         )
 
+        if not keyed_by_name(state):  # a file saved by DDP or one process
+            state = named_optimizer_state(model, optimizer, state)
         options = StateDictOptions(full_state_dict=_whole(state.get("state", {})))
         set_optimizer_state_dict(model, optimizer, state, options=options)
 
