@@ -77,7 +77,7 @@ def run_checkpoint(run_dir: Path, which: Which) -> Path:
     states = read_checkpoint(last).get("callbacks", {})
     for state in states.values():
         best = state.get("best_model_path") if isinstance(state, dict) else None
-        if best and Path(best).is_file():
+        if best and Path(best).exists():  # a file, or a sharded checkpoint's folder
             return Path(best)
     return last  # no ModelCheckpoint recorded a best one: the run's latest weights
 
