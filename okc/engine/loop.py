@@ -133,7 +133,7 @@ class Loop:
         self.checkpointer.add("precision", self.precision)
         self.checkpointer.add("rng", RNGState())
         self.checkpointer.add("callbacks", CallbackStates(self.callbacks))
-        self._preempt = Preemption(exp.trainer.preempt_signals, device=self.device)
+        self._preempt = Preemption(exp.trainer.preempt_signals)
         self._guard = NonFiniteGuard(self.device)
         self._start = time.monotonic()
 
