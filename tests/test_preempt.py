@@ -73,7 +73,7 @@ SIGNAL_JOB = textwrap.dedent(
 
 
 def test_a_signal_sets_the_flag_and_the_handlers_come_back() -> None:
-    preemption = Preemption(["SIGUSR1"], device=torch.device("cpu"))
+    preemption = Preemption(["SIGUSR1"])
     before = signal.getsignal(signal.SIGUSR1)
     with preemption.installed():
         assert preemption.agree() == 0
@@ -223,3 +223,22 @@ def test_sigterm_to_a_2_rank_job_saves_and_the_rerun_ends_bit_identical(
     final = tmp_path / "logs" / "job" / "auto-1" / "checkpoints" / "last.ckpt"
     assert read_checkpoint(final)["experiment"]["resume_path"] == str(saved)
     _assert_same_weights(final, uninterrupted)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_sigusr1_to_okc_fit_with_two_devices_stops_both_processes_with_status_75(
+    tmp_path: Path,
+) -> None:
+    """``okc fit trainer.devices=2`` starts the processes itself: the signal reaches the
+    launcher, which passes it on; the command exits 75 with the workers' message."""
+    path = _job_file(tmp_path, tmp_path / "logs", step=5, signal_name="SIGUSR1")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "okc", "fit", str(path), "trainer.devices=2"],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == EXIT_PREEMPTED, done.stderr[-3000:]
+    saved = tmp_path / "logs" / "job" / "auto" / "checkpoints" / "last.ckpt"
+    assert f"interrupted by SIGUSR1 at epoch 1, step 5; resume with resume_path={saved}" in (
+        done.stderr
+    )
+    assert read_checkpoint(saved)["progress"]["global_step"] == 5

@@ -56,14 +56,13 @@ class Preemption:
     Args:
         signals: names of the signals that ask for a stop besides SIGINT
             (``trainer.preempt_signals``).
-        device: where the agreement's one-int tensor lives (a CUDA device under NCCL).
     """
 
-    def __init__(self, signals: Sequence[str], *, device: torch.device) -> None:
+    def __init__(self, signals: Sequence[str]) -> None:
         self.signals = [signal.SIGINT, *(signal.Signals[name] for name in signals)]
-        self.device = device
         self._event = threading.Event()
         self.signum = 0  # the first signal received here (0: none yet)
+        self._group: Any = None  # the gloo group of the agreement (built on first use)
 
     @property
     def requested(self) -> bool:
@@ -78,12 +77,21 @@ class Preemption:
 
     def agree(self) -> int:
         """The stop signal's number when any rank was asked to stop, else 0; the same on every
-        rank. One all-reduce when several processes run (a sync point), none otherwise."""
+        rank. One all-reduce of one int when several processes run, none otherwise.
+
+        The all-reduce runs on the CPU over gloo, also when training uses NCCL: reading a
+        GPU tensor's value at every step would wait for the GPU, a host sync the loop keeps to
+        logging steps. The ranks meet at every step anyway (DDP's gradient all-reduce).
+        """
+        local = self.signum if self.requested else 0
         if not (dist.is_available() and dist.is_initialized()):
-            return self.signum if self.requested else 0
-        flag = torch.tensor([self.signum if self.requested else 0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())  # sync point
+            return local
+        if self._group is None:  # every rank gets here at the same boundary: a collective
+            gloo = dist.get_backend() == "gloo"
+            self._group = dist.group.WORLD if gloo else dist.new_group(backend="gloo")
+        flag = torch.tensor([local])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        return int(flag.item())
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
