@@ -105,7 +105,7 @@ TABLE: dict[str, tuple[dict[str, Any], list[Any]]] = {
         *refuse("side", "long", match="int size only"),
         *vary("interpolation", 0, 2, 4), *vary("interpolation", 3, antialias=False),
         *refuse("interpolation", "lanczos9", match="unknown interpolation"),
-        *vary("resample", "nearest"), *vary("antialias", False), *SIZE_P]),
+        *vary("resample", "nearest"), *vary("antialias", True), *SIZE_P]),
     "LongestMaxSize": ({"max_size": 10}, [
         *vary("max_size", 12), *vary("interpolation", 0), *vary("resample", "bicubic"),
         *refuse("max_size", [8, 10], match="a list"), *SIZE_P]),

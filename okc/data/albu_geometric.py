@@ -73,10 +73,14 @@ def Resize(
     side: str = "short",
     interpolation: int | str = 1,
     resample: str | None = None,
-    antialias: bool = True,
+    antialias: bool = False,
     p: float = 1.0,
 ) -> nn.Module:
-    """To ``height`` x ``width`` (or Kornia's ``size``: a pair, or an int for the ``side``)."""
+    """To ``height`` x ``width`` (or Kornia's ``size``: a pair, or an int for the ``side``).
+
+    ``antialias: false`` is cv2.resize's (albumentations') linear and cubic resizing, which does
+    not low-pass filter when shrinking; ``true`` does (torchvision's). Area (3) always averages.
+    """
     target = _size(height, width, size)
     if isinstance(target, tuple) and side != "short":
         raise ParamError("side", "side applies to an int size only")
@@ -106,8 +110,9 @@ def LongestMaxSize(
     """Scale so the longer side is ``max_size``, keeping the aspect ratio."""
     full_probability(p, "LongestMaxSize")
     return ops.Resize(
-        _max_size(max_size), side="long", interpolation=_interpolation(interpolation, resample)
-    )
+        _max_size(max_size), side="long", interpolation=_interpolation(interpolation, resample),
+        antialias=False,  # cv2.resize's, as albumentations
+    )  # fmt: skip
 
 
 @_register
@@ -121,8 +126,9 @@ def SmallestMaxSize(
     """Scale so the shorter side is ``max_size``, keeping the aspect ratio."""
     full_probability(p, "SmallestMaxSize")
     return ops.Resize(
-        _max_size(max_size), side="short", interpolation=_interpolation(interpolation, resample)
-    )
+        _max_size(max_size), side="short", interpolation=_interpolation(interpolation, resample),
+        antialias=False,  # cv2.resize's, as albumentations
+    )  # fmt: skip
 
 
 @_register
@@ -131,7 +137,9 @@ def FitResize(
 ) -> nn.Module:
     """TorchOk's FitResize: fit inside the rectangle keeping the aspect ratio."""
     full_probability(p, "FitResize")
-    return ops.FitResize(max_height, max_width, interpolation=_interpolation(interpolation, None))
+    return ops.FitResize(
+        max_height, max_width, interpolation=_interpolation(interpolation, None), antialias=False
+    )
 
 
 @_register
@@ -201,9 +209,10 @@ def Flip(*, p: float = 0.5) -> nn.Module:
 
 @_register
 def Transpose(*, p: float = 0.5) -> nn.Module:
-    """Swap rows and columns: a quarter turn then a horizontal flip (square images)."""
+    """Swap rows and columns: a counter-clockwise quarter turn then a vertical flip (square
+    images)."""
     turn = K.RandomRotation90(times=(1, 1), resample="nearest", p=1.0)
-    return ops.Compose([turn, K.RandomHorizontalFlip(p=1.0)], p=p)
+    return ops.Compose([turn, K.RandomVerticalFlip(p=1.0)], p=p)
 
 
 @_register

@@ -248,14 +248,13 @@ def InvertImg(*, p: float = 0.5) -> nn.Module:
 def Posterize(
     *, num_bits: int | Sequence[int] | Sequence[Sequence[int]] = 4, p: float = 0.5
 ) -> nn.Module:
-    """Keep the high ``num_bits`` bits: a number is fixed, a pair a range, three values (numbers
-    or pairs) one per RGB channel."""
+    """Keep the high ``num_bits`` bits: a number is fixed, a pair a range, three values one per
+    RGB channel, each a pair or a number ``b`` meaning the range (0, b) (albumentations 1.3.0's
+    ``to_tuple(b, 0)``)."""
     if isinstance(num_bits, int):
         ranges = [(num_bits, num_bits)]
     elif len(num_bits) == 3:
-        ranges = [
-            (b, b) if isinstance(b, int) else int_range(b, low=0, key="num_bits") for b in num_bits
-        ]
+        ranges = [int_range(b, low=0, key="num_bits") for b in num_bits]
     else:
         ranges = [int_range(num_bits, low=0, key="num_bits")]  # type: ignore[arg-type]
     return photometric.Posterize(ranges, p)
