@@ -57,8 +57,15 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--output", type=Path, help="where to write")
         if name == "export":
             p.add_argument(
-                "--format", choices=("onnx", "torchscript", "all"), default="onnx", dest="fmt"
-            )
+                "--format", choices=("onnx", "torchscript", "pt2", "all"), default="onnx",
+                dest="fmt", help="all: onnx and torchscript; pt2: a torch.export + AOTInductor "
+                "package (compiled ahead of time: minutes on a CPU)",
+            )  # fmt: skip
+            p.add_argument("--quantize", choices=("int8",),
+                           help="also write a statically quantized ONNX file (calibrated on "
+                           "VALID); report its accuracy and each format's latency")  # fmt: skip
+            p.add_argument("--calibration-batches", type=int, default=8, metavar="N",
+                           help="VALID batches that calibrate int8 ranges (default 8)")  # fmt: skip
         if name in ("find-lr", "run"):
             _find_lr_options(p)
         if name in ("fit", "run"):
@@ -185,8 +192,14 @@ def _run(args: argparse.Namespace) -> int:
         path = api.predict(exp, checkpoint=checkpoint, output=output)
         print(f"predictions written to {path}")
     elif command == "export":
-        for path in api.export(exp, checkpoint=checkpoint, output=output, fmt=args.fmt):
+        written = api.export(exp, checkpoint=checkpoint, output=output, fmt=args.fmt,
+                             quantize=args.quantize,
+                             calibration_batches=args.calibration_batches)  # fmt: skip
+        for path in written:
             print(f"exported {path}")
+        for path in written:
+            if path.name.endswith(".int8.json"):
+                _print_int8_report(path)
     elif command in ("find-lr", "find_lr"):
         _find_lr(api, exp, args, main_process=main_process)
     return 0
@@ -249,6 +262,31 @@ def _print_fit_summary(api: Any, result: Any, seconds: float) -> None:
         print(f"no summary: {err}")
         return
     print_summary(rows, seconds=seconds, steps=result.global_step, epochs=result.epochs)
+
+
+def _print_int8_report(path: Path) -> None:
+    """The int8 file's VALID check against fp32 and each format's latency."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    report = json.loads(path.read_text(encoding="utf-8"))
+    valid = report["valid"]
+    console = Console()
+    if valid["fp32_accuracy"] is not None:
+        console.print(f"VALID top-1 ({valid['num_samples']} images): fp32 "
+                      f"{100 * valid['fp32_accuracy']:.2f} %, int8 "
+                      f"{100 * valid['int8_accuracy']:.2f} %, drop "
+                      f"{valid['drop_points']:.2f} points", highlight=False)  # fmt: skip
+    console.print(f"int8 agrees with fp32 on {100 * valid['agreement']:.2f} % of decisions",
+                  highlight=False)  # fmt: skip
+    latency = report["latency_ms"]
+    sizes = sorted({int(b) for by_batch in latency.values() for b in by_batch})
+    table = Table("latency (median ms)", *(f"batch {b}" for b in sizes))
+    for name, by_batch in latency.items():
+        table.add_row(name, *(f"{by_batch[str(b)]:.2f}" for b in sizes))
+    console.print(table)
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:

@@ -11,6 +11,8 @@ from okc.engine.build import build_task
 from okc.engine.weights import load_evaluation_weights
 from okc.errors import OkcError
 from okc.exports.onnx import export_verified_onnx, for_inputs, verify
+from okc.exports.pt2 import export_verified_pt2
+from okc.exports.quantize import check_quantize, export_int8
 from okc.exports.torchscript import export_torchscript, load_torchscript
 from okc.paths import okc_home
 
@@ -29,15 +31,20 @@ def export_experiment(
     checkpoint: str | Path | None = None,
     output: str | Path | None = None,
     fmt: str = "onnx",
+    quantize: str | None = None,
+    calibration_batches: int = 8,
 ) -> list[Path]:
-    """Export the experiment's model; returns the files written (``.onnx`` and/or ``.pt``)."""
+    """Export the experiment's model; returns the files written (``.onnx``, ``.pt``, ``.pt2``;
+    with ``quantize="int8"`` also ``.int8.onnx`` and its report ``.int8.json``)."""
+    if quantize:
+        check_quantize(exp, quantize, calibration_batches)
     task = build_task(exp)
     load_evaluation_weights(task.model, exp, checkpoint, stage="export")
     task.eval()
     example = task.example_inputs(batch_size=2)
     stem = _stem(exp, checkpoint, output)
     written = []
-    if fmt in ("onnx", "all"):
+    if fmt in ("onnx", "all") or quantize:  # int8 quantizes the fp32 ONNX file
         onnx_path = stem.with_suffix(".onnx")
         written.append(
             export_verified_onnx(task, example, onnx_path, output_names=task.output_names)
@@ -48,6 +55,12 @@ def export_experiment(
         with torch.no_grad():
             verify(path, load_torchscript(path)(*example), module(*example))
         written.append(path)
+    if fmt == "pt2":
+        written.append(export_verified_pt2(task, example, stem.with_suffix(".pt2")))
+    if quantize:
+        pt2 = stem.with_suffix(".pt2") if fmt == "pt2" else None
+        written += export_int8(exp, task, stem.with_suffix(".onnx"), quantize=quantize,
+                               num_batches=calibration_batches, pt2=pt2)  # fmt: skip
     if not written:
-        raise OkcError(f"unknown export format '{fmt}'; use onnx, torchscript or all")
+        raise OkcError(f"unknown export format '{fmt}'; use onnx, torchscript, pt2 or all")
     return written
