@@ -257,5 +257,87 @@ def test_num_workers_auto_reads_memory_in_place_and_files_in_threads(monkeypatch
     shapes = pipeline(shapes_item(8))  # generated per sample: not a batched read
     assert not shapes._reader.batched
     assert loader_threads("auto", shapes._reader) == 3 and loader_threads(2, shapes._reader) == 2
+    # a number is an upper bound (TorchOk's files write 8 meaning processes): at most the cores
+    assert loader_threads(8, shapes._reader) == 4 and loader_threads(0, shapes._reader) == 0
     shapes._reader.batched = True  # what an in-memory dataset (CIFAR) declares
-    assert loader_threads("auto", shapes._reader) == 0
+    assert loader_threads("auto", shapes._reader) == 0 and loader_threads(4, shapes._reader) == 0
+
+
+def test_sample_forms_match_the_ops_they_stand_for_on_one_uint8_sample() -> None:
+    """On a CPU device the augment tail runs per sample in uint8 (okc.data.sample_ops): each form
+    gives what the op itself gives on that sample (OneSample), from the same draws."""
+    import kornia.augmentation as K
+
+    from okc.data import rng
+    from okc.data.ops import OneSample, RandomFlip
+    from okc.data.photometric import FancyPCA
+    from okc.data.sample_ops import sample_form
+
+    image = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8)
+    image[0] //= 2  # channels of different spread: a covariance with distinct eigenvalues
+    mask = torch.randint(0, 5, (1, 20, 24))
+    for op in (FancyPCA(0.5, p=0.5), RandomFlip([(True, False), (False, True)], p=0.7)):
+        form, changed = sample_form(op), 0
+        for seed in range(12):
+            with rng.sample_generator(seed):
+                want, want_masks, _ = OneSample(op).apply(image, [mask], None)
+            with rng.sample_generator(seed):
+                got, got_masks, _ = form.apply(image, [mask], None)
+            assert got.dtype == torch.uint8 and (got.int() - want.int()).abs().max() <= 1
+            assert torch.equal(got_masks[0], want_masks[0])
+            changed += not torch.equal(got, image)
+        assert 0 < changed < 12  # p < 1: some samples drew the op, some did not
+    crop, offsets = sample_form(K.RandomCrop((12, 16))), set()
+    for seed in range(12):
+        with rng.sample_generator(seed):
+            got, got_masks, _ = crop.apply(image, [mask], None)
+        top, left = next(
+            (y, x) for y in range(9) for x in range(9) if torch.equal(got, image[:, y:y + 12, x:x + 16])
+        )  # fmt: skip
+        assert torch.equal(got_masks[0], mask[:, top : top + 12, left : left + 16])
+        offsets.add((top, left))
+    assert len(offsets) > 6
+    with pytest.raises(OkcError, match="RandomCrop 12x16 of a 10x24 image"):
+        crop.apply(image[:, :10], [], None)
+    # ops without a uint8 form keep the batched tail on the device
+    assert sample_form(K.RandomCrop((12, 16), padding=4)) is None
+    assert sample_form(K.ColorJitter(0.2, 0.2)) is None
+
+
+def imagenet_recipe_item(folder: Path, **loader: Any) -> DataItem:
+    """TorchOk's classification_imagenet.yaml TRAIN augment, scaled down to tiny images."""
+    for i in range(6):
+        size = (20, 30) if i % 2 else (26, 18)
+        (folder / f"c{i % 2}").mkdir(exist_ok=True)
+        pixels = np.random.default_rng(i).integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"c{i % 2}" / f"{i}.png")
+    augment = (
+        Augmentation("Resize", {"height": 16, "width": 16}),
+        Augmentation("FancyPCA", {"alpha": 0.1, "p": 0.5}),
+        Augmentation("HorizontalFlip", {"p": 0.5}),
+        Augmentation("RandomCrop", {"p": 1, "height": 12, "width": 12}),
+    )
+    transform = (Augmentation("Normalize", {}), Augmentation("ToTensorV2"))
+    dataset = Dataset(
+        "ImageFolder", {"data_folder": str(folder)}, transform=transform, augment=augment
+    )
+    return DataItem(dataset, DataLoader(**{"batch_size": 3, "shuffle": True, **loader}))
+
+
+def test_cpu_tail_in_threads_repeats_and_resumes_exactly(tmp_path: Path) -> None:
+    """The ImageNet recipe on a CPU device: finished float batches from two loader threads,
+    the same in every run and after a mid-epoch resume (each sample draws from its own stream)."""
+    item = imagenet_recipe_item(tmp_path, num_workers=2)
+    first = pipeline(item, seed=3)
+    batches = [b["image"] for b in first]
+    assert batches[0].shape == (3, 3, 12, 12) and batches[0].dtype == torch.float32
+    again = pipeline(item, seed=3)
+    it = iter(again)
+    assert torch.equal(next(it)["image"], batches[0])
+    state = again.state_dict()
+    resumed = pipeline(item, seed=3)
+    resumed.load_state_dict(state)
+    rest = [b["image"] for b in resumed]
+    assert len(rest) == 1 and torch.equal(rest[0], batches[1])
+    other = [b["image"] for b in pipeline(item, seed=4)]
+    assert not torch.equal(torch.cat(other), torch.cat(batches))

@@ -382,12 +382,20 @@ def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
 
 
 def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
-    """The loader threads for ``num_workers`` (see ``DataLoader.num_workers`` for ``auto``)."""
-    if num_workers != "auto":
-        return int(num_workers)
+    """The loader threads for ``num_workers`` (see ``DataLoader.num_workers``).
+
+    A number is what the user allows, at most: TorchOk's files write 4 or 8 meaning worker
+    processes. okc gives it no more threads than there are cores, and none for data read from
+    memory a batch at a time, where a thread only contends with the training step for the cores
+    (CIFAR in memory, resnet18, 2 cores: 0.90x the step's limit with ``num_workers: 2`` as two
+    threads, 0.98x with none; perf/README.md).
+    """
     if reader.batched:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    cores = os.cpu_count() or 2
+    if num_workers == "auto":
+        return max(1, min(8, cores - 1))
+    return min(int(num_workers), cores)
 
 
 def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
