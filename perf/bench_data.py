@@ -22,6 +22,7 @@ torchvision has none). Rounds interleave the sides; medians and ratios are print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -220,10 +221,18 @@ def imagenet_item(root: Path, args: argparse.Namespace, fancy_pca: bool, workers
 
 
 def okc_imagenet(
-    root: Path, args: argparse.Namespace, fancy_pca: bool, workers: Any
+    root: Path, args: argparse.Namespace, fancy_pca: bool, workers: Any, *, batched: bool = False
 ) -> Callable[[], Iterable[Any]]:
+    """okc's pipeline as a user gets it; ``batched``: the tail (flip, crop, FancyPCA, Normalize)
+    batched on the device even on a CPU, as okc ran it before ``okc.data.sample_ops`` (a lever)."""
+    from unittest import mock
+
+    from okc.data import pipeline as module
+
     item = imagenet_item(root, args, fancy_pca, workers)
-    pipeline = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", device=args.device)
+    keep = mock.patch.object(module, "_cpu_tail", lambda *a: (*a[:3], None))
+    with keep if batched else contextlib.nullcontext():
+        pipeline = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", device=args.device)
 
     def run() -> Iterable[Any]:
         for batch in pipeline:
@@ -320,6 +329,10 @@ def imagenet_main(args: argparse.Namespace) -> None:
         sides[f"albumentations + cv2, {tag}"] = albumentations_imagenet(root, args, fancy)
         if not fancy:
             sides[f"torchvision v2 + PIL, {tag}"] = torchvision_imagenet(root, args)
+        if args.levers:
+            sides[f"okc tail batched (before), num_workers {args.num_workers}, {tag}"] = (
+                okc_imagenet(root, args, fancy, args.num_workers, batched=True)
+            )
     for epoch in sides.values():  # warm-up: worker processes start, first-call costs paid
         for _ in epoch():
             pass
@@ -388,6 +401,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
     parser.add_argument("--repeats", type=int, default=2, help="cifar: measurements, the best")
     parser.add_argument("--rounds", type=int, default=3, help="imagenet: rounds, the median")
+    parser.add_argument(
+        "--levers", action="store_true", help="imagenet: also okc with the tail batched (before)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--data", type=Path, help="an existing <class>/<image> folder instead")
