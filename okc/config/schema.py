@@ -159,6 +159,8 @@ class DataLoader:
     # Loader threads. auto: none for data read from memory a batch at a time (a batch is one
     # gather; threads would only contend with the step for the cores), else one per core but
     # one, at most 8 (decoding files releases the GIL, so threads overlap it with the step).
+    # A number (TorchOk's files write 4 or 8, meaning worker processes) is what the user allows:
+    # at most that many threads, never more than the cores, none for in-memory batched reads.
     num_workers: int | Literal["auto"] = "auto"
     drop_last: bool = False
     pin_memory: bool | None = None  # None: pin when training on a GPU
