@@ -10,6 +10,7 @@ process per device themselves (``okc.launch``) and return rank 0's result.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,16 @@ def _loop(exp: Experiment, stage: str) -> tuple[Loop, list[Callback]]:
     return Loop(exp, callbacks=callbacks), callbacks
 
 
+def _as_rank(exp: Experiment) -> contextlib.AbstractContextManager[None]:
+    """Under torchrun or srun, a failure ends every rank's log with one line naming the rank
+    that failed and its error (``okc.launch.rank_failures``)."""
+    from okc.engine.cluster import detect
+    from okc.launch import rank_failures
+
+    job = detect(exp.trainer)
+    return rank_failures(job.world_size, job.rank)
+
+
 def _launches(exp: Experiment) -> bool:
     """Whether ``trainer.devices`` asks for processes this one must start (not under torchrun)."""
     from okc.launch import in_process_group, num_processes
@@ -78,7 +89,8 @@ def _in_processes(stage: str, exp: Experiment, **kwargs: Any) -> Any:
     from okc.launch import launch, num_processes
 
     args = (stage, exp.to_dict(), kwargs)
-    return launch(_stage_worker, args, num_processes=num_processes(exp.trainer))
+    return launch(_stage_worker, args, num_processes=num_processes(exp.trainer),
+                  forward=exp.trainer.preempt_signals)  # fmt: skip
 
 
 def _stage_worker(stage: str, data: dict[str, Any], kwargs: dict[str, Any]) -> Any:
@@ -131,8 +143,8 @@ def _auto_base(exp: Experiment) -> Path:
 
 def newest_checkpoint(exp: Experiment) -> Path | None:
     """The newest complete checkpoint that can resume, in the auto run's folders: a file
-    (written atomically, so complete once it exists) or a sharded checkpoint's folder with its
-    ``.metadata`` (written last). Weights-only and unreadable files are passed over."""
+    (written atomically, so complete once it exists) or a sharded checkpoint's folder (renamed
+    into place once complete). Weights-only and unreadable ones are passed over."""
     from okc.engine.checkpoint import read_checkpoint
     from okc.errors import OkcError
 
@@ -140,11 +152,7 @@ def newest_checkpoint(exp: Experiment) -> Path | None:
     folders = [base, *base.parent.glob(f"{base.name}-*")] if base.parent.is_dir() else []
     found = [p for d in folders if d.is_dir() for p in d.rglob("*.ckpt")]
     for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        if path.is_dir():
-            if (path / ".metadata").is_file():
-                return path
-            continue
-        try:
+        try:  # a sharded folder's read_checkpoint reads its okc.pt (refused until complete)
             if not read_checkpoint(path).get("weights_only"):
                 return path
         except OkcError:
@@ -162,8 +170,9 @@ def fit(exp: ExperimentLike, overrides: Iterable[str] = ()) -> FitResult:
     experiment = resolve_auto(_checked(exp, overrides))
     if _launches(experiment):
         return _in_processes("fit", experiment)
-    loop, callbacks = _loop(experiment, "fit")
-    result = loop.fit()
+    with _as_rank(experiment):
+        loop, callbacks = _loop(experiment, "fit")
+        result = loop.fit()
     best, last = checkpoint_paths(callbacks)
     return attrs.evolve(result, best_checkpoint=best, last_checkpoint=last)
 
@@ -179,7 +188,8 @@ def validate(
     checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("validate", experiment, checkpoint=checkpoint)
-    return _loop(experiment, "validate")[0].validate(checkpoint)
+    with _as_rank(experiment):
+        return _loop(experiment, "validate")[0].validate(checkpoint)
 
 
 def test(
@@ -190,7 +200,8 @@ def test(
     checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("test", experiment, checkpoint=checkpoint)
-    return _loop(experiment, "test")[0].test(checkpoint)
+    with _as_rank(experiment):
+        return _loop(experiment, "test")[0].test(checkpoint)
 
 
 def predict(
@@ -205,8 +216,9 @@ def predict(
     checkpoint = _weights(experiment, checkpoint)
     if _launches(experiment):
         return _in_processes("predict", experiment, checkpoint=checkpoint, output=output)
-    loop, _ = _loop(experiment, "predict")
-    return loop.predict(checkpoint, Path(output) if output else None)
+    with _as_rank(experiment):
+        loop, _ = _loop(experiment, "predict")
+        return loop.predict(checkpoint, Path(output) if output else None)
 
 
 def export(
@@ -216,21 +228,13 @@ def export(
     checkpoint: str | Path | None = None,
     output: str | Path | None = None,
     fmt: str = "onnx",
-    quantize: str | None = None,
-    calibration_batches: int = 8,
 ) -> list[Path]:
-    """Export ``task.forward`` to ONNX, TorchScript and/or a pt2 (AOTInductor) package; returns
-    the written files. ``quantize="int8"`` adds a statically quantized ONNX file, calibrated on
-    ``calibration_batches`` VALID batches, and a report (``.int8.json``): its VALID accuracy
-    against fp32 and the latency of each format (``okc.exports.quantize`` says how)."""
+    """Export ``task.forward`` to ONNX and/or TorchScript; returns the written files."""
     from okc.exports import export_experiment
 
     experiment = _experiment(exp, overrides)
     checkpoint = _weights(experiment, checkpoint)
-    return export_experiment(
-        experiment, checkpoint=checkpoint, output=output, fmt=fmt, quantize=quantize,
-        calibration_batches=calibration_batches,
-    )  # fmt: skip
+    return export_experiment(experiment, checkpoint=checkpoint, output=output, fmt=fmt)
 
 
 def _one_process(exp: Experiment, what: str) -> Experiment:

@@ -20,6 +20,8 @@ import logging
 import os
 import re
 import signal
+import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -99,12 +101,20 @@ def num_processes(trainer: Trainer) -> int:
 
 
 def launch(
-    fn: Callable[..., Any], args: Sequence[Any], *, num_processes: int, quiet: bool = True
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    num_processes: int,
+    quiet: bool = True,
+    forward: Sequence[str] = ("SIGUSR1",),
 ) -> Any:
     """``fn(*args)`` in ``num_processes`` new processes (one per device); rank 0's result.
 
     ``fn`` must be importable by name (the workers are spawned, not forked). ``quiet`` hides
-    the launcher's own log lines (``LOGLEVEL=INFO`` in the environment shows them).
+    the launcher's own log lines (``LOGLEVEL=INFO`` in the environment shows them). The
+    launcher passes SIGTERM, SIGINT, SIGHUP and SIGQUIT on to the workers itself; the other
+    signals of ``forward`` (``trainer.preempt_signals``) are passed on here, so the workers stop
+    with a checkpoint instead of the launcher dying alone.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -117,7 +127,7 @@ def launch(
     )  # fmt: skip
     threads = _threads_per_process(num_processes)
     try:
-        with _quiet_launcher(quiet and "LOGLEVEL" not in os.environ):
+        with _quiet_launcher(quiet and "LOGLEVEL" not in os.environ), _forwarding(forward):
             results = elastic_launch(config, _worker)(fn, threads, tuple(args))
     except ChildFailedError as err:
         raise _rank_failure(err, num_processes) from None
@@ -138,6 +148,86 @@ def _interrupted(signum: int) -> BaseException:
     )
 
 
+# --- inside each rank of a torchrun/srun job ------------------------------------------------------
+
+_FAILURE_KEY = "okc/failure/attempt-{}"  # in the job's store; one key per torchrun restart
+_PEER_WAIT_S = 5.0  # how long a rank that lost its peers waits to learn why
+
+
+@contextlib.contextmanager
+def rank_failures(world_size: int, rank: int) -> Iterator[None]:
+    """Under torchrun or srun, end this rank's log with one line naming the rank that failed
+    first and its error, instead of gloo's tracebacks of the lost connections.
+
+    The failing rank prints its traceback (not for a user error), publishes its error in the
+    job's store (the c10d store at ``MASTER_ADDR:MASTER_PORT``: torchrun's agent hosts it, so it
+    outlives the failing worker) and raises ``RankFailed``; a rank whose collective failed
+    because a peer went away reads that error and raises the same ``RankFailed``. Jobs that
+    ``launch`` started need none of it: the launcher reports the failure itself.
+    """
+    try:
+        yield
+    except (Interrupted, RankFailed, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        if world_size < 2 or "OKC_LAUNCHED" in os.environ:
+            raise
+        if threading.current_thread() is threading.main_thread():
+            # the launcher now stops the other workers with SIGTERM: this one is stopping
+            # already, and needs a moment (at most 2 x _PEER_WAIT_S) to say why
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _failed_rank(err, world_size, rank) from None
+
+
+def _failed_rank(err: Exception, world_size: int, rank: int) -> BaseException:
+    text = f"{type(err).__name__}: {err}".strip()
+    key = _FAILURE_KEY.format(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    store = _job_store()
+    if _PEER_GONE.search(text):  # a peer went first: its error is the cause
+        first = _read_failure(store, key)
+        if first is None:
+            return err
+        failed, _, message = first.partition("\n")
+        return RankFailed(f"rank {failed} of {world_size} failed: {message}",
+                          rank=int(failed), user_error=_is_user_error(message))  # fmt: skip
+    user_error = isinstance(err, OkcError)
+    if not user_error:
+        traceback.print_exception(err)
+    if store is not None:
+        with contextlib.suppress(Exception):  # first failure wins (compare_set on no key)
+            store.compare_set(key, "", f"{rank}\n{text}")
+    return RankFailed(f"rank {rank} of {world_size} failed: {text}", rank=rank,
+                      user_error=user_error)  # fmt: skip
+
+
+def _job_store() -> Any:
+    """A client of the job's c10d store, or None when it cannot be reached."""
+    import datetime as dt
+
+    import torch.distributed as dist
+
+    host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not host or not port:
+        return None
+    try:
+        return dist.TCPStore(host, int(port), is_master=False,
+                             timeout=dt.timedelta(seconds=_PEER_WAIT_S))  # fmt: skip
+    except Exception:  # the store went with the job (its host rank failed)
+        return None
+
+
+def _read_failure(store: Any, key: str) -> str | None:
+    if store is None:
+        return None
+    try:
+        import datetime as dt
+
+        store.wait([key], dt.timedelta(seconds=_PEER_WAIT_S))
+        return store.get(key).decode()
+    except Exception:  # nobody published a failure in time
+        return None
+
+
 def _threads_per_process(n: int) -> int | None:
     """CPU threads per worker: the cores shared out (torchrun leaves each rank one thread);
     None when the user set ``OMP_NUM_THREADS``."""
@@ -150,7 +240,34 @@ def _worker(fn: Callable[..., Any], threads: int | None, args: tuple[Any, ...]) 
     """What each spawned process runs (module level, so it pickles by name)."""
     if threads is not None:
         torch.set_num_threads(threads)
+    os.environ["OKC_LAUNCHED"] = "1"  # the launcher reports a failure (rank_failures)
     return fn(*args)
+
+
+_HANDLED_BY_LAUNCHER = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+@contextlib.contextmanager
+def _forwarding(names: Sequence[str]) -> Iterator[None]:
+    """While the workers run, the signals ``names`` (those the launcher does not handle) are
+    passed on to them (they are this process's multiprocessing children)."""
+    import multiprocessing
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)  # type: ignore[arg-type]
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    wanted = [signal.Signals[n] for n in names if n not in _HANDLED_BY_LAUNCHER]
+    previous = {s: signal.signal(s, forward) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -172,8 +289,9 @@ def _quiet_launcher(enabled: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _rank_failure(err: Any, world_size: int) -> RankFailed:
-    """The rank whose failure caused the others' (earliest, and not a lost-peer error)."""
+def _rank_failure(err: Any, world_size: int) -> OkcError:
+    """The rank whose failure caused the others' (earliest, and not a lost-peer error); an
+    ``Interrupted`` when the ranks stopped on a signal (with a checkpoint)."""
     failures = err.failures
     rank = min(
         failures,
@@ -181,6 +299,10 @@ def _rank_failure(err: Any, world_size: int) -> RankFailed:
     )
     failure = failures[rank]
     message, stack = _text(failure), _stack(failure)
+    if message.startswith(f"{Interrupted.__name__}:"):  # a signal stopped the ranks
+        text = message.partition(":")[2].strip()
+        name = re.search(r"interrupted by (SIG\w+)", text)
+        return Interrupted(text, signum=signal.Signals[name.group(1)] if name else signal.SIGINT)
     user_error = _is_user_error(message)
     head = f"rank {rank} of {world_size} failed"
     killed = failure.exitcode is not None and failure.exitcode < 0  # by a signal: no traceback

@@ -177,3 +177,31 @@ def test_find_lr_runs_in_one_process_and_says_so(tiny_exp) -> None:
     with pytest.warns(UserWarning, match="find-lr runs in one process; trainer.devices=2"):
         result = okc.find_lr(exp, num_steps=3)
     assert len(result.lrs) == 3
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_under_torchrun_every_rank_s_log_ends_with_the_failing_rank_s_error(
+    tmp_path: Path,
+) -> None:
+    """okc runs inside each torchrun worker: rank 0, whose all-reduce lost its peer, ends with
+    rank 1's error too, not with gloo's traceback."""
+    (tmp_path / "failing_rank.py").write_text(FAILING_RANK)
+    path = _experiment_file(
+        tmp_path, imports=["failing_rank"],
+        callbacks=[{"name": "FailOnRank", "params": {"rank": 1, "step": 2}}],
+    )  # fmt: skip
+    logs = tmp_path / "ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--log-dir", str(logs), "--redirects", "2", "-m", "okc", "fit", str(path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode != 0
+    files = sorted(logs.rglob("stderr.log"), key=lambda f: f.parent.name)  # one per rank
+    assert [f.parent.name for f in files] == ["0", "1"], done.stderr[-3000:]
+    expected = "error: rank 1 of 2 failed: RuntimeError: rank 1 fails on purpose at step 2"
+    for rank, file in enumerate(files):
+        lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+        assert lines[-1] == expected, f"rank {rank}:\n" + "\n".join(lines[-30:])
+    assert "Traceback" not in files[0].read_text()  # rank 0 did not fail: one line
+    assert "failing_rank.py" in files[1].read_text()  # rank 1's own traceback, then the line

@@ -10,10 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import TINY_EXPERIMENT
 
 from okc.engine import checkpoint
 from okc.engine.checkpoint import DiskFullError, read_checkpoint, write_atomic
@@ -89,3 +92,33 @@ def test_other_write_errors_stay_what_they_are(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(FileExistsError):  # a folder where a file is: not a full disk
         write_atomic(_state(10), tmp_path / "file" / "last.ckpt")
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_a_full_disk_under_torchrun_stops_every_rank_with_one_line(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """Rank 0 writes the checkpoint and fails; rank 1, waiting for it, stops with its error."""
+    data = yaml.safe_load(TINY_EXPERIMENT)
+    data["logger"] = {"log_dir": str(tmp_path / "logs"), "experiment_name": "full"}
+    data["trainer"].update(accelerator="cpu", max_epochs=1)
+    data["callbacks"] = [{"name": "ModelCheckpoint", "params": {"dirpath": str(small_disk)}}]
+    path = tmp_path / "full.yml"
+    path.write_text(yaml.safe_dump(data))
+    logs = tmp_path / "ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--log-dir", str(logs), "--redirects", "2", "-m", "okc", "fit", str(path)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode != 0
+    files = sorted(logs.rglob("stderr.log"), key=lambda f: f.parent.name)
+    assert len(files) == 2, done.stderr[-3000:]
+    for file in files:
+        last = [ln for ln in file.read_text().splitlines() if ln.strip()][-1]
+        assert last.startswith(
+            "error: rank 0 of 2 failed: DiskFullError: cannot save checkpoint "
+        ), file.read_text()[-3000:]
+        assert f"the disk of {small_disk} is full" in last
+        assert "Traceback" not in file.read_text()
+    assert os.listdir(small_disk) == []  # nothing partial
