@@ -142,12 +142,11 @@ def _check_files(exp: Experiment) -> list[ConfigError]:
         files.append(("task.load_checkpoint.base_ckpt_path", lc.base_ckpt_path))
         for name, f in (lc.overridden_name2ckpt_path or {}).items():
             files.append((f"task.load_checkpoint.overridden_name2ckpt_path.{name}", f))
-    # a resume_path folder is a sharded checkpoint (FSDP2); resuming says if it is incomplete
-    found = [(k, f, Path(f).expanduser()) for k, f in files if f is not None]
+    # a folder is a sharded checkpoint (FSDP2); reading it says if it is incomplete
     return [
         ConfigError(key, f"file not found: {f}")
-        for key, f, p in found
-        if not p.is_file() and not (key == "resume_path" and p.is_dir())
+        for key, f in files
+        if f is not None and not Path(f).expanduser().exists()
     ]
 
 

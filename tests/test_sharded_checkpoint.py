@@ -163,3 +163,19 @@ def _saved(tmp_path: Path) -> Path:
     checkpointer = Checkpointer(sharded=True)
     checkpointer.add("model", ModelState(nn.Linear(5, 3)), weights=True)
     return checkpointer.save(tmp_path / "other.ckpt", weights_only=True)
+
+
+def test_load_checkpoint_reads_a_sharded_folder_whole(tmp_path: Path) -> None:
+    from okc.config.schema import LoadCheckpoint
+    from okc.engine.weights import merge_load_checkpoint
+
+    source = Run(single(), seed=0).model
+    checkpointer = Checkpointer(sharded=True)
+    checkpointer.add("model", ModelState(source), weights=True)
+    folder = checkpointer.save(tmp_path / "fsdp.ckpt", weights_only=True)
+    target = Run(single(), seed=1).model
+    spec = LoadCheckpoint(base_ckpt_path=str(folder), exclude_keys=("2",))
+    loaded = merge_load_checkpoint(target, spec)
+    assert loaded is not None and sorted(loaded.loaded) == ["0.bias", "0.weight"]
+    assert torch.equal(target[0].weight, source[0].weight)
+    assert not torch.equal(target[2].weight, source[2].weight)  # excluded: kept its own

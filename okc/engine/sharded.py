@@ -31,8 +31,10 @@ import attrs
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from okc.errors import OkcError
 
@@ -74,6 +76,21 @@ def load_shards(path: str | Path, template: dict[str, Any]) -> None:
             f"{path}: the sharded checkpoint does not fit this model/optimizer: "
             f"{detail or (lines[0] if lines else type(err).__name__)}"
         ) from err
+
+
+def read_whole(path: str | Path, part: str = "model") -> dict[str, torch.Tensor]:
+    """The whole tensors of ``part`` in the folder at ``path``, without a model to size them:
+    DCP's index gives each tensor's shape and dtype (``task.load_checkpoint`` reads a folder so)."""
+    index = FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    prefix = f"{part}."
+    template = {
+        key.removeprefix(prefix): torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in index.items()
+        if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+    box = {part: template}
+    load_shards(path, box)
+    return box[part]
 
 
 @attrs.define

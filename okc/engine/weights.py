@@ -20,7 +20,8 @@ Semantics are the spec's ("Specifying load_checkpoint"), which TorchOk's code on
    (or excluded) and no key may be left over. Shapes must always match.
 
 Files are read with ``torch.load(weights_only=True)`` (or safetensors): okc checkpoints (the state
-dict under ``model``), Lightning ones (under ``state_dict``) and plain state dicts all work. Load
+dict under ``model``), Lightning ones (under ``state_dict``) and plain state dicts all work, and
+so do the folders of an FSDP2 run's sharded checkpoints (read whole in this process). Load
 before wrapping the model for DDP/FSDP; a run resumed from ``resume_path`` already has its weights
 and should not load these over them (TorchOk did).
 """
@@ -39,8 +40,9 @@ import torch
 from torch import nn
 
 from okc.config.schema import Experiment, LoadCheckpoint
-from okc.engine.checkpoint import load_weights
-from okc.errors import ConfigError, did_you_mean
+from okc.engine.checkpoint import load_weights, read_checkpoint
+from okc.engine.sharded import read_whole
+from okc.errors import ConfigError, OkcError, did_you_mean
 
 _SHOWN = 5  # keys listed in an error before "... and N more"
 
@@ -124,6 +126,8 @@ def load_evaluation_weights(
 def read_weights(file: str | Path, *, path: str) -> dict[str, torch.Tensor] | torch.Tensor:
     """The state dict (or lone tensor) in ``file``; errors name the config key ``path``."""
     file = Path(file).expanduser()
+    if file.is_dir():  # an FSDP2 run's sharded checkpoint
+        return _sharded_weights(file, path=path)
     if not file.is_file():
         raise ConfigError(path, f"no such file: '{file}'")
     if file.suffix == ".safetensors":
@@ -185,6 +189,16 @@ def place(
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _sharded_weights(folder: Path, *, path: str) -> dict[str, torch.Tensor]:
+    """The model weights of a sharded checkpoint folder, whole, in this process."""
+    try:
+        if "model" not in read_checkpoint(folder).get("sharded", ()):
+            raise OkcError(f"{folder}: the folder holds no sharded model")
+        return _unwrap_keys(read_whole(folder))
+    except OkcError as err:
+        raise ConfigError(path, str(err)) from err
 
 
 def _state_dict(data: Any, file: Path, path: str) -> Mapping[str, torch.Tensor]:
