@@ -7,6 +7,7 @@ from okc.tasks.multihead import MultiHeadClassificationTask
 from okc.tasks.onnx import OnnxModel, ONNXTask, TorchScriptTask
 from okc.tasks.pairwise import PairwiseLearnTask
 from okc.tasks.segmentation import SegmentationTask
+from okc.tasks.simclr import SimCLRTask
 from okc.tasks.triplet import TripletLearnTask
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "OnnxModel",
     "PairwiseLearnTask",
     "SegmentationTask",
+    "SimCLRTask",
     "SingleStageDetectionTask",
     "TorchScriptTask",
     "TripletLearnTask",

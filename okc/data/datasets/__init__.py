@@ -4,6 +4,7 @@ from okc.data.datasets import (
     cifar,
     classification,
     coco,
+    contrastive,
     detection,
     folder,
     multihead,
@@ -18,6 +19,7 @@ from okc.data.datasets.base import ImageDataset
 from okc.data.datasets.cifar import CIFAR10, CIFAR100
 from okc.data.datasets.classification import ImageClassificationDataset
 from okc.data.datasets.coco import COCODetection
+from okc.data.datasets.contrastive import ContrastiveShapes, UnsupervisedContrastiveDataset
 from okc.data.datasets.detection import DetectionDataset
 from okc.data.datasets.folder import ImageFolder
 from okc.data.datasets.multihead import MultiHeadImageDataset
@@ -34,6 +36,7 @@ __all__ = [
     "SOP",
     "TRIPLET_SOP",
     "COCODetection",
+    "ContrastiveShapes",
     "DetectionDataset",
     "ImageClassificationDataset",
     "ImageDataset",
@@ -44,9 +47,11 @@ __all__ = [
     "RetrievalDataset",
     "Shapes",
     "SweetPepper",
+    "UnsupervisedContrastiveDataset",
     "cifar",
     "classification",
     "coco",
+    "contrastive",
     "detection",
     "folder",
     "multihead",
