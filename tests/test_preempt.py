@@ -114,11 +114,11 @@ def test_a_stop_in_validation_saves_without_a_checkpoint_callback_and_resumes_ex
 class _StopInValidation(Callback):
     """Asks for a stop as SIGTERM does, in the first validation."""
 
-    def __init__(self, loop: Loop) -> None:
-        self.loop = loop
+    def __init__(self, loop: Loop, batch: int = 2) -> None:
+        self.loop, self.batch = loop, batch
 
     def on_validation_batch_end(self, run, batch_idx: int, num_batches: int) -> None:
-        if run.epoch == 0 and batch_idx == 2:
+        if run.epoch == 0 and batch_idx == self.batch:
             self.loop.request_interrupt(signal.SIGTERM)
 
 
@@ -160,12 +160,12 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 # --- two ranks under torchrun ---------------------------------------------------------------------
 
 
-def _job_file(tmp_path: Path, log_dir: Path, **signal_params) -> Path:
+def _job_file(tmp_path: Path, log_dir: Path, trainer: dict | None = None, **signal_params) -> Path:
     """The tiny experiment with ``resume_path: auto`` and the SignalJob callback."""
     (tmp_path / "signal_job.py").write_text(SIGNAL_JOB)
     data = yaml.safe_load(TINY_EXPERIMENT)
     data["logger"] = {"log_dir": str(log_dir), "experiment_name": "job"}
-    data["trainer"].update(accelerator="cpu", max_epochs=3)
+    data["trainer"].update(accelerator="cpu", max_epochs=3, **(trainer or {}))
     data["data"]["VALID"][0]["dataloader"]["batch_size"] = 16  # 4 batches a rank
     data.update(resume_path="auto", imports=["signal_job"])
     params = {"marker": str(tmp_path / "signalled"), **signal_params}
@@ -242,3 +242,34 @@ def test_sigusr1_to_okc_fit_with_two_devices_stops_both_processes_with_status_75
         done.stderr
     )
     assert read_checkpoint(saved)["progress"]["global_step"] == 5
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_sigterm_to_an_fsdp2_job_saves_its_shards_and_the_rerun_resumes(tmp_path: Path) -> None:
+    """Under FSDP2 the stop's checkpoint is sharded (a folder, a shard per rank) and complete
+    before the exit, also with asynchronous saving; the same command resumes from it."""
+    fsdp = {"strategy": "fsdp", "checkpoint_async": True}
+    path = _job_file(tmp_path, tmp_path / "logs", trainer=fsdp, step=5)
+    done = _torchrun(path, tmp_path)
+    assert done.returncode != 0, done.stdout[-2000:]
+    saved = tmp_path / "logs" / "job" / "auto" / "checkpoints" / "last.ckpt"
+    assert saved.is_dir() and sorted(p.name for p in saved.glob("*.distcp")) == [
+        "__0_0.distcp", "__1_0.distcp",
+    ], done.stderr[-3000:]  # fmt: skip
+    assert read_checkpoint(saved)["progress"]["global_step"] == 5
+    again = _torchrun(path, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = read_checkpoint(tmp_path / "logs" / "job" / "auto-1" / "checkpoints" / "last.ckpt")
+    assert final["progress"]["global_step"] == 12
+    assert final["experiment"]["resume_path"] == str(saved)
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_sanity_check_saves_before_the_first_step(tiny_exp) -> None:
+    loop = Loop(tiny_exp("trainer.num_sanity_val_steps=2"))
+    loop.callbacks.append(_StopInValidation(loop, batch=1))
+    with pytest.raises(Interrupted, match=r"by SIGTERM at epoch 0, step 0; resume with"):
+        loop.fit()
+    state = read_checkpoint(loop.run_dir / "checkpoints" / "last.ckpt")
+    assert state["progress"] == {"epoch": 0, "global_step": 0, "batch_idx": 0}
