@@ -7,7 +7,10 @@
     okc plot RUN_DIR [RUN_DIR ...] [--output curves.png]    (a PNG of the runs' curves)
     okc list [KIND [PATTERN]] [--all]                       (the component names okc knows)
 
-User errors print one short block and exit 2; ``--debug`` shows the traceback instead.
+User errors print one short block and exit 2; ``--debug`` shows the traceback instead. A fit
+that a signal stopped (SIGTERM, SIGUSR1: ``trainer.preempt_signals``) saves a checkpoint and
+exits 75 (EX_TEMPFAIL: run the same command again, with ``resume_path: auto``, to continue);
+Ctrl-C exits 130 (docs/distributed.md, Preemption).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ TOOLS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="okc", description="okc: config-driven computer-vision training."
+        prog="okc",
+        description="okc: config-driven computer-vision training.",
+        epilog="exit status: 0 done, 1 failed, 2 a user error, 75 fit stopped by a signal with a "
+        "checkpoint saved (rerun with resume_path=auto to continue), 130 Ctrl-C",
     )
     parser.add_argument("--version", action="version", version=f"okc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
