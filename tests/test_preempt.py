@@ -23,6 +23,7 @@ from conftest import TINY_EXPERIMENT
 
 import okc
 from okc.cli import main as okc_main
+from okc.engine import preempt
 from okc.engine.checkpoint import read_checkpoint
 from okc.engine.hooks import Callback
 from okc.engine.loop import Loop
@@ -83,6 +84,20 @@ def test_a_signal_sets_the_flag_and_the_handlers_come_back() -> None:
     assert signal.getsignal(signal.SIGUSR1) is before
     assert Interrupted("x", signum=signal.SIGUSR1).exit_code == EXIT_PREEMPTED == 75
     assert Interrupted("x", signum=signal.SIGINT).exit_code == 130
+
+
+def test_one_ctrl_c_seen_twice_stops_with_a_checkpoint_a_second_one_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under torchrun a Ctrl-C reaches each worker from the terminal and from the agent."""
+    preemption = Preemption([])
+    with preemption.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the agent's copy, a moment later
+        assert preemption.agree() == signal.SIGINT
+        monkeypatch.setattr(preempt, "SAME_PRESS_S", 0.0)  # as if a second later
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_an_unknown_signal_name_is_a_config_error(tiny_exp) -> None:

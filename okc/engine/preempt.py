@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from okc.errors import OkcError
 
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: rerun the same command to continue
 EXIT_CTRL_C = 130  # the shell's status for a process stopped by SIGINT
+# Ctrl-C under torchrun reaches a worker twice: from the terminal and forwarded by the agent.
+# Two SIGINTs this close are one press (the stop still saves); a later one stops at once.
+SAME_PRESS_S = 1.0
 
 
 class Interrupted(OkcError):
@@ -62,6 +66,7 @@ class Preemption:
         self.signals = [signal.SIGINT, *(signal.Signals[name] for name in signals)]
         self._event = threading.Event()
         self.signum = 0  # the first signal received here (0: none yet)
+        self._requested_at = 0.0
         self._group: Any = None  # the gloo group of the agreement (built on first use)
 
     @property
@@ -73,6 +78,7 @@ class Preemption:
         """Ask for a stop at the next boundary, as the signal ``signum`` does."""
         if not self._event.is_set():
             self.signum = int(signum)
+            self._requested_at = time.monotonic()
             self._event.set()
 
     def agree(self) -> int:
@@ -102,7 +108,8 @@ class Preemption:
             return
 
         def handler(signum: int, frame: Any) -> None:
-            if signum == signal.SIGINT and self.requested:
+            again = time.monotonic() - self._requested_at > SAME_PRESS_S
+            if signum == signal.SIGINT and self.requested and again:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now
             self.request(signum)
 
