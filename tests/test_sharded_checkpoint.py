@@ -16,7 +16,7 @@ from torch import nn
 from okc.engine.checkpoint import Checkpointer, ModelState, load_weights, read_checkpoint
 from okc.engine.distributed import DistEnv
 from okc.engine.state import OptimizationState, Progress
-from okc.engine.strategy import FSDPStrategy, SingleDeviceStrategy, Strategy
+from okc.engine.strategy import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from okc.errors import OkcError
 from okc.optim.build import OptimizerPair
 
@@ -89,12 +89,17 @@ def two_ranks_worker(rank: int, world_size: int, port: int, folder: str) -> None
     resumed = Run(FSDPStrategy(env), seed=7)
     resumed.checkpointer.load_for_resume(root / "two.ckpt")
     resumed_losses = resumed.train(range(SAVE_AT, STEPS))
+    # resumed by 2 DDP ranks (whole tensors on each) from the same shards
+    ddp = Run(DDPStrategy(env), seed=11)
+    ddp.checkpointer.load_for_resume(root / "two.ckpt")
+    ddp_losses = ddp.train(range(SAVE_AT, STEPS))
     # resumed on 2 ranks from the single process's file (saved with 1, resumed with 2)
     from_one = Run(FSDPStrategy(env), seed=9)
     from_one.checkpointer.load_for_resume(root / "one.ckpt")
     from_one_losses = from_one.train(range(SAVE_AT, STEPS))
     results = {"saved": saved, "losses": losses, "weights": ref.weights(),
                "resumed_losses": resumed_losses, "resumed_weights": resumed.weights(),
+               "ddp_losses": ddp_losses, "ddp_weights": ddp.weights(),
                "from_one_losses": from_one_losses, "from_one_weights": from_one.weights(),
                "lr": resumed.pair.optimizer.param_groups[0]["lr"]}  # fmt: skip
     if rank == 0:
@@ -129,6 +134,9 @@ def test_sharded_checkpoint_resumes_on_two_ranks_and_on_one(tmp_path: Path) -> N
     assert got["resumed_losses"] == got["losses"]
     assert_close(got["resumed_weights"], got["weights"], rtol=0, atol=0)
     assert got["lr"] == pytest.approx(0.05 * 0.7**STEPS)  # the scheduler came back too
+    # 2 FSDP2 ranks -> 2 DDP ranks
+    assert got["ddp_losses"] == pytest.approx(got["losses"], abs=1e-6)
+    assert_close(got["ddp_weights"], got["weights"], atol=1e-6)
     # 2 -> 1: one process on the whole batch continues with the same losses and weights
     alone = Run(single(), seed=3)
     alone.checkpointer.load_for_resume(folder)
