@@ -186,3 +186,22 @@ def test_bad_entries_name_the_key_path() -> None:
         chain(("RandomCrop", {}))
     with pytest.raises(OkcError, match=r"aug.0.params.p: expected float"):
         chain(("HorizontalFlip", {"p": "often"}))
+
+
+def test_the_augmentation_contract_fails_an_identity_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default contract check (tests/contracts/runners.py) refuses an op that changes
+    nothing, so a case cannot pass by building an op that never applies; a real op passes."""
+    from contracts.runners import Case, check_augmentation
+
+    from okc.data.ops import Identity
+    from okc.registry import AUGMENTATIONS
+
+    def PassThrough(*, p: float = 0.5) -> nn.Module:
+        return Identity()
+
+    monkeypatch.setitem(AUGMENTATIONS._entries, "PassThrough", PassThrough)
+    with pytest.raises(AssertionError, match="PassThrough .* left the image unchanged"):
+        check_augmentation("PassThrough", Case(params={"p": 1.0}))
+    with pytest.raises(AssertionError, match="left the image unchanged"):
+        check_augmentation("HorizontalFlip", Case(params={"p": 0.0}))  # never applied
+    check_augmentation("HorizontalFlip", Case(params={"p": 1.0}))

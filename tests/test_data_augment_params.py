@@ -194,7 +194,7 @@ TABLE: dict[str, tuple[dict[str, Any], list[Any]]] = {
     "RandomResizedCrop": (HW, [
         *vary("height", 10), *vary("width", 10), Change("size", {"size": [6, 6]}, HW, alone=True),
         *vary("scale", [0.2, 0.3]), *vary("ratio", [0.5, 0.6]), *vary("interpolation", 0, 2),
-        Inert("interpolation", "3 (INTER_AREA): approximated by Kornia's bilinear, the default"),
+        Inert("interpolation", "3 (INTER_AREA): approximated by bilinear, the default"),
         *vary("resample", "nearest"), *SIZE_P]),
     "RandomSizedCrop": ({"min_max_height": [8, 12], **HW}, [
         *vary("min_max_height", [4, 6]), *refuse("min_max_height", [0, 4], match="1 <= min"),

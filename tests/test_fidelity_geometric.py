@@ -102,7 +102,7 @@ def _perspective_reference(scale: float, n: int) -> Any:
 def _cases() -> list[Case]:
     s = SQUARE
     rrc = A.RandomResizedCrop(12, 14, scale=(0.5, 0.5), ratio=(1.0, 1.0), p=1)
-    motion_free = A.RandomSizedCrop((10, 10), 12, 14, w2h_ratio=1.5, p=1)
+    sized = A.RandomSizedCrop((10, 10), 12, 14, w2h_ratio=1.5, p=1)
     return [
         Case("HorizontalFlip", {"p": 1.0}, A.HorizontalFlip(p=1), boxes=True),
         Case("VerticalFlip", {"p": 1.0}, A.VerticalFlip(p=1), boxes=True),
@@ -218,7 +218,7 @@ def _cases() -> list[Case]:
         Case(
             "RandomSizedCrop",
             {"min_max_height": [10, 10], "height": 12, "width": 14, "w2h_ratio": 1.5},
-            motion_free,
+            sized,
             [{"crop_height": 10, "crop_width": 15, **p} for p in _positions(H, W, 10, 15)],
             n=16,
             every_choice=False,

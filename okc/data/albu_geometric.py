@@ -457,17 +457,20 @@ def RandomResizedCrop(
     resample: str | None = None,
     p: float = 1.0,
 ) -> nn.Module:
-    """torchvision's random area-and-ratio crop (Kornia's), resized to ``height`` x ``width``."""
+    """A crop of ``U(scale)`` of the area with a log-uniform aspect ``ratio``, resized to
+    ``height`` x ``width`` (or ``size``), as albumentations draws and resizes it."""
     full_probability(p, "RandomResizedCrop")
     target = _pair(_size(height, width, size))
-    return K.RandomResizedCrop(
-        target, scale=tuple(scale), ratio=tuple(ratio),
-        resample=_resample_name(_interpolation(interpolation, resample)), p=p,
+    scales = (float(scale[0]), float(scale[1]))
+    ratios = (float(ratio[0]), float(ratio[1]))
+    if not 0 < scales[0] <= scales[1]:
+        raise ParamError("scale", f"needs 0 < low <= high, got {list(scale)}")
+    if not 0 < ratios[0] <= ratios[1]:
+        raise ParamError("ratio", f"needs 0 < low <= high, got {list(ratio)}")
+    return warps.RandomResizedCrop(
+        scale=scales, ratio=ratios, size=target,
+        interpolation=_interpolation(interpolation, resample), p=p,
     )  # fmt: skip
-
-
-def _resample_name(interpolation: int | str) -> str:
-    return resample(interpolation)
 
 
 @_register

@@ -248,12 +248,11 @@ _SMALL_GAUSSIANS = {
 
 
 def _gaussian_1d(size: int, sigma: torch.Tensor) -> torch.Tensor:
-    """cv2.getGaussianKernel(size, sigma) for each sigma (N,) -> (N, size)."""
-    x = torch.arange(size, device=sigma.device, dtype=torch.float32) - (size - 1) / 2
+    """cv2.getGaussianKernel(size, sigma) for each sigma (N,) -> (N, size): Kornia's kernel, with
+    cv2's sigma for sigma <= 0 and its fixed small kernels."""
     default = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     sig = torch.where(sigma > 0, sigma, torch.full_like(sigma, default))[:, None]
-    kernel = torch.exp(-(x**2) / (2 * sig**2))
-    kernel = kernel / kernel.sum(1, keepdim=True)
+    kernel = kornia.filters.get_gaussian_kernel1d(size, sig)
     if size in _SMALL_GAUSSIANS:
         table = torch.tensor(_SMALL_GAUSSIANS[size], device=sigma.device).expand_as(kernel)
         kernel = torch.where((sigma > 0)[:, None], kernel, table)

@@ -31,7 +31,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from kornia.geometry.transform import get_perspective_transform
+from kornia.geometry.conversions import convert_affinematrix_to_homography
+from kornia.geometry.linalg import transform_points
+from kornia.geometry.transform import get_perspective_transform, get_rotation_matrix2d
 
 from okc.data import borders, rng
 from okc.data.ops import BatchOp, Boxes, Masks, Out, kornia_resample
@@ -142,10 +144,8 @@ class Warp(BatchOp):
 
 
 def project(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Points (..., 2) in pixel-edge coordinates through a 3x3 matrix on pixel centres."""
-    centre = points - 0.5
-    homogeneous = torch.cat([centre, torch.ones_like(centre[..., :1])], dim=-1) @ matrix.T
-    return homogeneous[..., :2] / homogeneous[..., 2:] + 0.5
+    """Points (N, P, 2) in pixel-edge coordinates through a 3x3 matrix on pixel centres."""
+    return transform_points(matrix[None], points - 0.5) + 0.5
 
 
 def enclosing(points: torch.Tensor) -> torch.Tensor:
@@ -166,13 +166,13 @@ def grid_from_matrix(matrix: torch.Tensor, height: int, width: int) -> torch.Ten
 def rotation_matrix(
     centre: tuple[float, float], angle: torch.Tensor, scale: torch.Tensor | float = 1.0
 ) -> torch.Tensor:
-    """``cv2.getRotationMatrix2D`` per sample: (B, 3, 3), angles in degrees (counter-clockwise)."""
-    radians = torch.deg2rad(angle)
-    a, b = scale * torch.cos(radians), scale * torch.sin(radians)
-    cx, cy = centre
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    rows = [a, b, (1 - a) * cx - b * cy, -b, a, b * cx + (1 - a) * cy, zero, zero, one]
-    return torch.stack(rows, dim=1).view(-1, 3, 3)
+    """``cv2.getRotationMatrix2D`` per sample (Kornia's): (B, 3, 3), angles in degrees
+    (counter-clockwise)."""
+    angle, batch = angle.double(), angle.shape[0]
+    centres = angle.new_tensor(centre).expand(batch, 2)
+    scales = torch.as_tensor(scale, dtype=angle.dtype, device=angle.device)
+    scales = scales.reshape(-1, 1).expand(batch, 2)
+    return convert_affinematrix_to_homography(get_rotation_matrix2d(centres, angle, scales))
 
 
 class MatrixWarp(Warp):
@@ -420,19 +420,26 @@ class RandomSizedCrop(Warp):
                          **warp)  # type: ignore[arg-type]  # fmt: skip
         self.min_max_height, self.size, self.w2h_ratio = min_max_height, size, w2h_ratio
 
-    def sample(
+    def crop_size(
         self, batch: int, height: int, width: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's crop height and width (float64, whole pixels)."""
         low, high = self.min_max_height
         crop_h = rng.randint(low, high + 1, (batch,), device=device).double()
-        crop_w = torch.floor(crop_h * self.w2h_ratio)
         if high > height or int(high * self.w2h_ratio) > width:
             raise OkcError(
                 f"RandomSizedCrop: a crop of up to {high}x{int(high * self.w2h_ratio)} does not "
                 f"fit in a {height}x{width} image"
             )
-        top = torch.floor((height - crop_h) * rng.rand(batch, device=device).double())
-        left = torch.floor((width - crop_w) * rng.rand(batch, device=device).double())
+        return crop_h, torch.floor(crop_h * self.w2h_ratio)
+
+    def sample(
+        self, batch: int, height: int, width: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        crop_h, crop_w = self.crop_size(batch, height, width, device)
+        # albumentations: int((H - h + 1) * U[0, 1)), every place from top to bottom.
+        top = torch.floor((height - crop_h + 1) * rng.rand(batch, device=device).double())
+        left = torch.floor((width - crop_w + 1) * rng.rand(batch, device=device).double())
         out_h, out_w = self.size
         sx, sy = out_w / crop_w, out_h / crop_h
         m = torch.zeros(batch, 3, 3, dtype=torch.float64, device=device)
@@ -443,6 +450,40 @@ class RandomSizedCrop(Warp):
         low_xy = torch.stack([left, top], 1)[:, None, None]
         high_xy = torch.stack([left + crop_w - 1, top + crop_h - 1], 1)[:, None, None]
         return torch.maximum(torch.minimum(grid, high_xy), low_xy).float(), m.float()
+
+
+class RandomResizedCrop(RandomSizedCrop):
+    """albumentations' RandomResizedCrop: a crop of ``U(scale)`` of the area and an aspect ratio
+    log-uniform in ``ratio`` (up to 10 tries per sample to fit it in the image, else the central
+    crop of the nearest ratio), at a random place, resized to ``size``."""
+
+    TRIES = 10
+
+    def __init__(self, *, scale: Range, ratio: Range, size: tuple[int, int], **warp: object):
+        super().__init__(min_max_height=(1, 1), size=size, w2h_ratio=1.0, **warp)
+        self.scale, self.ratio = scale, ratio
+
+    def crop_size(
+        self, batch: int, height: int, width: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        area = uniform(*self.scale, (batch, self.TRIES), device).double() * height * width
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = torch.exp(uniform(log_low, log_high, (batch, self.TRIES), device).double())
+        crop_w = torch.round(torch.sqrt(area * aspect))
+        crop_h = torch.round(torch.sqrt(area / aspect))
+        fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+        first = torch.where(fits.any(1), fits.int().argmax(1), 0)[:, None]
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):  # the fallback: central, clamped to the ratio range
+            fallback = (round(width / min(self.ratio)), width)
+        elif in_ratio > max(self.ratio):
+            fallback = (height, round(height * max(self.ratio)))
+        else:
+            fallback = (height, width)
+        found = fits.any(1)
+        crop_h = torch.where(found, crop_h.gather(1, first)[:, 0], float(fallback[0]))
+        crop_w = torch.where(found, crop_w.gather(1, first)[:, 0], float(fallback[1]))
+        return crop_h, crop_w
 
 
 class GridDistortion(Warp):

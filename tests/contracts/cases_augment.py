@@ -1,7 +1,9 @@
 """Cases of okc's registered augmentations (see README.md): each is built from config and run on
-a 2x3x16x16 batch with a label map by the default check (float out, labels never blended).
+a 2x3x16x16 batch with a label map by the default check (float out, labels never blended, and
+the image changed: an identity op fails it).
 
 Random ops get ``p: 1`` so that the check runs the op itself, not only its probability gate.
+The declared no-ops (``NO_OPS``) are checked to leave the batch exactly as it was instead.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from contracts.runners import Case
+import torch
+
+from contracts.runners import Case, run_augmentation
 from okc.registry import AUGMENTATIONS as REGISTRY
 
 _HW = {"height": 12, "width": 12}
@@ -64,4 +68,18 @@ _NAMES = (
     "ToTensorV2", "Transpose", "VerticalFlip",
 )  # fmt: skip
 
-CASES = {("augmentations", name): Case(params=_params(name)) for name in _NAMES}
+# Ops that by definition leave okc's float batch alone (okc's images are tensors in [0, 1]).
+NO_OPS = {"ToTensorV2", "NoOp", "ToFloat"}
+
+
+def check_no_op(name: str, case: Case, **_: Any) -> None:
+    image, mask, out, out_mask = run_augmentation(name, case)
+    assert torch.equal(out, image) and torch.equal(out_mask, mask), f"{name} changed the batch"
+
+
+CASES = {
+    ("augmentations", name): Case(
+        params=_params(name), check=check_no_op if name in NO_OPS else None
+    )
+    for name in _NAMES
+}

@@ -88,7 +88,9 @@ def check_metric(name: str, case: Case, **_: Any) -> None:
     assert all(math.isfinite(float(v)) for v in values), value
 
 
-def check_augmentation(name: str, case: Case, **_: Any) -> None:
+def run_augmentation(name: str, case: Case) -> tuple[torch.Tensor, ...]:
+    """``(image, mask, out, out_mask)``: the op built from config on a 2x3x16x16 batch, checked
+    for the pipeline's contract (float out, label maps never blended)."""
     from okc.data.augment import build_ops
     from okc.data.ops import Chain
 
@@ -100,6 +102,18 @@ def check_augmentation(name: str, case: Case, **_: Any) -> None:
     assert out.dtype == torch.float32 and out.dim() == 4 and out.shape[:2] == (2, 3)
     assert out_mask.shape[-2:] == out.shape[-2:] and torch.isfinite(out).all()
     assert set(out_mask.round().unique().tolist()) <= {0.0, 1.0, 2.0}  # labels, never blends
+    return image, mask, out, out_mask
+
+
+def check_augmentation(name: str, case: Case, **_: Any) -> None:
+    """The contract, and that the op does something: an op that leaves every pixel as it was
+    (an identity, or a case whose settings never apply it) fails. Declared no-ops have a case
+    with a check of their own (cases_augment.py)."""
+    image, _, out, _ = run_augmentation(name, case)
+    assert out.shape != image.shape or not torch.equal(out, image), (
+        f"{name} with {dict(case.params)} left the image unchanged: its case must apply it "
+        "(p: 1) with settings that change pixels"
+    )
 
 
 def check_sampler(name: str, case: Case, **_: Any) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+from torchvision.ops import Conv2dNormActivation
 
 from okc.models.detection.configs import ActCfg, NormCfg
 
@@ -40,8 +43,9 @@ def activation(cfg: ActCfg) -> nn.Module:
     return {"GELU": nn.GELU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}[cfg.type]()
 
 
-class ConvNormAct(nn.Sequential):
-    """mmcv's ConvModule: a conv (with a bias only when no norm follows), norm, activation."""
+class ConvNormAct(Conv2dNormActivation):
+    """mmcv's ConvModule as torchvision's Conv2dNormActivation: a conv (with a bias only when no
+    norm follows, unless ``bias`` says), norm, activation; "same" padding for odd kernels."""
 
     def __init__(
         self,
@@ -54,18 +58,13 @@ class ConvNormAct(nn.Sequential):
         act: ActCfg | None = None,
         bias: bool | str = "auto",
     ) -> None:
-        use_bias = norm is None if bias == "auto" else bool(bias)
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride=stride,
-                padding=kernel_size // 2, bias=use_bias,
-            )
-        ]  # fmt: skip
-        if norm is not None:
-            layers.append(norm_layer(norm, out_channels))
-        if act is not None:
-            layers.append(activation(act))
-        super().__init__(*layers)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride,
+            norm_layer=None if norm is None else functools.partial(norm_layer, norm),
+            activation_layer=None if act is None else functools.partial(activation, act),
+            inplace=None,  # the act config says
+            bias=None if bias == "auto" else bool(bias),
+        )  # fmt: skip
 
     @property
     def conv(self) -> nn.Conv2d:
