@@ -117,6 +117,8 @@ def test_the_strategy_is_chosen_once_from_the_trainer() -> None:
         assert type(select_strategy(Trainer(strategy="fsdp"), one)) is SingleDeviceStrategy
     with pytest.warns(UserWarning, match="trainer.sync_batchnorm=True has no effect"):
         select_strategy(Trainer(sync_batchnorm=True), one)
+    with pytest.warns(UserWarning, match="checkpoint_async has no effect with ddp"):
+        select_strategy(Trainer(checkpoint_async=True), two)
     with pytest.raises(ConfigError, match="trainer.strategy.*2 were started"):
         select_strategy(Trainer(strategy="single_device"), two)
 

@@ -24,13 +24,24 @@ __all__ = ["DDPStrategy", "FSDPStrategy", "SingleDeviceStrategy", "Strategy", "s
 def select_strategy(trainer: Trainer, env: DistEnv) -> Strategy:
     """The strategy for ``trainer.strategy`` in this process group (``auto``: DDP when several
     processes run, else the single device)."""
+    strategy = _select(trainer, env)
+    if trainer.checkpoint_async and not strategy.sharded_checkpoints:
+        warnings.warn(
+            f"trainer.checkpoint_async has no effect with {strategy.name}: only FSDP2's sharded "
+            "checkpoints are written in the background",
+            stacklevel=2,
+        )
+    return strategy
+
+
+def _select(trainer: Trainer, env: DistEnv) -> Strategy:
     name = trainer.strategy
     if not env.distributed:
         for key, value, default in (("strategy", name, "auto"),
                                     ("sync_batchnorm", trainer.sync_batchnorm, False)):  # fmt: skip
             if value not in (default, "single_device"):
                 warnings.warn(f"trainer.{key}={value} has no effect in a single process",
-                              stacklevel=3)  # fmt: skip
+                              stacklevel=4)  # fmt: skip
         return SingleDeviceStrategy(env)
     if name == "single_device":
         raise ConfigError(
