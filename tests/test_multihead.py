@@ -69,6 +69,9 @@ def test_condition_keeps_a_heads_outputs_loss_and_metrics_to_its_rows() -> None:
     assert loss(out["prediction_colour"], out["target_colour"]) == loss(
         other["prediction_colour"], other["target_colour"]
     )
+    with torch.no_grad():  # a 0/1 condition selects the same rows as a boolean one
+        as_ints = task.forward_with_gt({**batch, "condition_colour": keep.long()})
+    torch.testing.assert_close(as_ints["prediction_colour"], out["prediction_colour"])
     predicted = task.predict_outputs(out)
     assert predicted["prediction_shape"].tolist() == shape_logits.argmax(1).tolist()
 

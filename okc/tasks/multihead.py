@@ -179,8 +179,9 @@ class MultiHeadClassificationTask(BaseTask):
             condition = batch.get(f"condition_{spec.target}")
             rows = features
             if condition is not None:  # data-dependent rows: a graph break under compile
-                rows = features[condition]
-                target = None if target is None else target[condition]
+                keep = condition.bool()  # 0/1 ints would index rows 0 and 1 instead
+                rows = features[keep]
+                target = None if target is None else target[keep]
             out[f"prediction_{spec.name}"] = self.model.heads[spec.name](rows, target)
             if target is not None:
                 out[f"target_{spec.target}"] = target
