@@ -59,11 +59,13 @@ def _signed() -> list[Case]:
     return cases
 
 
-def _motion_kernels(size: int) -> list[dict[str, Any]]:
-    """Every line kernel albumentations' MotionBlur can draw at ``size`` (allow_shifted)."""
+def _motion_kernels(size: int, *, points: bool = False) -> list[dict[str, Any]]:
+    """Every line kernel albumentations' MotionBlur can draw at ``size``: lines between two
+    grid points (and single points, which its centring makes of some lines when not
+    ``allow_shifted``)."""
     kernels: dict[bytes, np.ndarray] = {}
     for x1, y1, x2, y2 in itertools.product(range(size), repeat=4):
-        if (x1, y1) == (x2, y2):
+        if (x1, y1) == (x2, y2) and not points:
             continue
         kernel = np.zeros((size, size), np.uint8)
         cv2.line(kernel, (x1, y1), (x2, y2), 1, thickness=1)
@@ -175,6 +177,11 @@ def _cases() -> list[Case]:
         Case("MedianBlur", {"blur_limit": [5, 5], "p": 1.0}, A.MedianBlur((5, 5), p=1), n=1),
         Case("MotionBlur", {"blur_limit": [3, 3], "p": 1.0}, A.MotionBlur((3, 3), p=1),
              _motion_kernels(3), n=16, every_choice=False),
+        Case("MotionBlur", {"blur_limit": [5, 5], "p": 1.0}, A.MotionBlur((5, 5), p=1),
+             _motion_kernels(5), n=24, every_choice=False),
+        Case("MotionBlur", {"blur_limit": [5, 5], "allow_shifted": False, "p": 1.0},
+             A.MotionBlur((5, 5), allow_shifted=False, p=1), _motion_kernels(5, points=True), n=24,
+             every_choice=False),
         Case("CoarseDropout", {"max_holes": 1, "max_height": H, "max_width": 6,
                                "fill_value": 9, "mask_fill_value": 3, "p": 1.0},
              A.CoarseDropout(1, H, 6, fill_value=9, mask_fill_value=3, p=1),

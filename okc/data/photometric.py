@@ -334,8 +334,8 @@ class GaussianBlur(KernelBlur):
 
 class MotionBlur(KernelBlur):
     """A line kernel between two random points of a ``k x k`` grid (centred through the middle
-    unless ``allow_shifted``), ``k`` drawn like Blur's. The line is rasterized by rounding
-    (cv2.line's Bresenham can pick the other pixel at exact ties)."""
+    unless ``allow_shifted``), ``k`` drawn like Blur's, rasterized as cv2.line draws it: one
+    pixel per step along the longer axis, ties on the other axis broken as cv2 breaks them."""
 
     def __init__(self, limit: tuple[int, int], allow_shifted: bool, p: float) -> None:
         super().__init__(p)
@@ -358,9 +358,15 @@ class MotionBlur(KernelBlur):
             y1, y2 = self._centre(*self._odd_length(y1, y2), size)
         biggest = self.high
         _, start = _centred(size, biggest)
-        steps = torch.linspace(0, 1, biggest, device=device)[None]
-        xs = torch.round(x1[:, None] + (x2 - x1)[:, None] * steps).long() + start[:, None]
-        ys = torch.round(y1[:, None] + (y2 - y1)[:, None] * steps).long() + start[:, None]
+        length = torch.maximum((x2 - x1).abs(), (y2 - y1).abs()).clamp(min=1)[:, None]
+        step = torch.minimum(torch.arange(biggest, device=device)[None], length)
+        fx = x1[:, None] + (x2 - x1)[:, None] * step / length  # exact halves stay exact
+        fy = y1[:, None] + (y2 - y1)[:, None] * step / length
+        # cv2.line: x ties round down, y ties toward the left end's row.
+        falling = ((x1 <= x2) == (y1 <= y2))[:, None]
+        ys = torch.where(falling, torch.ceil(fy - 0.5), torch.floor(fy + 0.5))
+        xs = torch.ceil(fx - 0.5).long() + start[:, None]
+        ys = ys.long() + start[:, None]
         kernel = torch.zeros(batch, biggest * biggest, device=device)
         kernel.scatter_(1, ys * biggest + xs, 1.0)
         kernel = kernel.view(batch, biggest, biggest)
