@@ -156,7 +156,7 @@ class Checkpointer:
         if in_shards:
             template = {n: _sharded_state(self.parts[n], n, path) for n in self.parts
                         if n in in_shards}  # fmt: skip
-            load_shards(path, template)
+            load_shards(Path(path).expanduser(), template)
             state = {**state, **template}
         for name, part in self.parts.items():
             part.load_state_dict(state[name])
