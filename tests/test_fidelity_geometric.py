@@ -6,12 +6,13 @@ albumentations can make, each of which okc must draw and match."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from fidelity import IMAGE, SMOOTH, SQUARE, A, Case, compare, cv2
+from fidelity import IMAGE, SMOOTH, SQUARE, A, Case, albumentations_run, compare, cv2
 
 from okc.data import rng
 
@@ -79,21 +80,46 @@ def _perspective_reference(scale: float, n: int) -> Any:
     corners and the comparison is of the warp, not of the random numbers."""
 
     def reference(image: np.ndarray, mask: np.ndarray, boxes: np.ndarray) -> list:
-        from albumentations import random_utils
-        from fidelity import albumentations_run
 
         torch.manual_seed(0)
         rng.rand(n, device="cpu")  # okc's "apply?" draw
         rng.rand((n, 1, 1), device="cpu")  # sigma (a fixed range: scale itself)
         normals = rng.randn(n, 4, 2, device="cpu").double().numpy() * scale
         transform = A.Perspective(scale=(scale, scale), p=1)
-        outputs, original = [], random_utils.normal
+        outputs, original = [], A.random_utils.normal
         try:
             for i in range(n):
-                random_utils.normal = lambda *a, _i=i, **k: normals[_i]
+                A.random_utils.normal = lambda *a, _i=i, **k: normals[_i]
                 outputs.append(albumentations_run(transform, {}, image, mask, boxes))
         finally:
-            random_utils.normal = original
+            A.random_utils.normal = original
+        return outputs
+
+    return reference
+
+
+def _elastic_reference(alpha: float, sigma: float, alpha_affine: float, n: int) -> Any:
+    """albumentations' ElasticTransform fed okc's random numbers: okc draws (per sample)
+    apply?, the two U[0, 1) noise fields, then the anchors' U(-alpha_affine, alpha_affine) moves;
+    albumentations' ``random_utils.rand`` and ``uniform`` replay them (square images: on others
+    albumentations swaps the anchors' centre, see okc.data.warps)."""
+
+    def reference(image: np.ndarray, mask: np.ndarray, boxes: np.ndarray) -> list:
+        height, width = image.shape[:2]
+        torch.manual_seed(0)
+        rng.rand(n, device="cpu")  # okc's "apply?" draw
+        noise = rng.rand(n, 2, height, width, device="cpu").double().numpy()
+        moves = rng.rand(n, 3, 2, device="cpu").double().numpy() * 2 * alpha_affine - alpha_affine
+        transform = A.ElasticTransform(alpha, sigma, alpha_affine, p=1)
+        outputs, saved = [], (A.random_utils.rand, A.random_utils.uniform)
+        try:
+            for i in range(n):
+                fields = itertools.cycle(noise[i])  # each target (image, mask) replays them
+                A.random_utils.rand = lambda *a, _f=fields, **k: next(_f)
+                A.random_utils.uniform = lambda *a, _i=i, **k: moves[_i]
+                outputs.append(albumentations_run(transform, {}, image, mask, boxes))
+        finally:
+            A.random_utils.rand, A.random_utils.uniform = saved
         return outputs
 
     return reference
@@ -129,8 +155,26 @@ def _cases() -> list[Case]:
         ),
         Case(
             "ElasticTransform",
-            {"alpha": 0, "alpha_affine": 0, "sigma": 3, "p": 1.0},
-            A.ElasticTransform(alpha=0, alpha_affine=0, sigma=3, p=1),
+            {"alpha": 20, "alpha_affine": 0, "sigma": 4, "p": 1.0},
+            n=3,
+            image=SMOOTH[:32, :32],
+            reference=_elastic_reference(20, 4, 0, 3),
+        ),
+        Case(
+            "ElasticTransform",
+            {"alpha": 0, "alpha_affine": 3, "sigma": 4, "p": 1.0},
+            n=3,
+            image=SMOOTH[:32, :32],
+            reference=_elastic_reference(0, 4, 3, 3),
+            variant="alpha_affine",
+        ),
+        Case(
+            "ElasticTransform",
+            {"alpha": 20, "alpha_affine": 3, "sigma": 4, "p": 1.0},
+            n=3,
+            image=SMOOTH[:32, :32],
+            reference=_elastic_reference(20, 4, 3, 3),
+            variant="alpha and alpha_affine",
         ),
         Case("Resize", {"height": 13, "width": 40, "p": 1.0}, A.Resize(13, 40), n=1, boxes=True),
         Case(
