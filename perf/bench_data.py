@@ -98,21 +98,7 @@ def torch_batches(root: Path, args: argparse.Namespace) -> Callable[[], Iterable
             v2.Normalize(MEAN, STD),
         ]
     )
-    loader = torch.utils.data.DataLoader(
-        ImageFolder(str(root), transform=transform),
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.num_workers,
-        drop_last=True,
-        persistent_workers=args.num_workers > 0,
-    )
-    device = torch.device(args.device)
-
-    def run() -> Iterable[Any]:
-        for image, target in loader:
-            yield image.to(device, non_blocking=True), target.to(device, non_blocking=True)
-
-    return run
+    return _processes(ImageFolder(str(root), transform=transform), args)
 
 
 def images_per_second(
@@ -262,6 +248,11 @@ class _Cv2Folder:
 def albumentations_imagenet(
     root: Path, args: argparse.Namespace, fancy_pca: bool
 ) -> Callable[[], Iterable[Any]]:
+    return _processes(_Cv2Folder(root, albumentations_recipe(fancy_pca)), args)
+
+
+def albumentations_recipe(fancy_pca: bool) -> Any:
+    """TorchOk's ImageNet TRAIN recipe as albumentations runs it (augment, then transform)."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
@@ -269,7 +260,7 @@ def albumentations_imagenet(
     ops += [A.FancyPCA(alpha=0.1, p=0.5)] if fancy_pca else []
     ops += [A.HorizontalFlip(p=0.5), A.RandomCrop(height=224, width=224, p=1)]
     ops += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
-    return _processes(_Cv2Folder(root, A.Compose(ops)), args)
+    return A.Compose(ops)
 
 
 def torchvision_imagenet(root: Path, args: argparse.Namespace) -> Callable[[], Iterable[Any]]:

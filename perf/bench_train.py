@@ -31,6 +31,14 @@ generated arrays of the same shape written as a CIFAR-format archive in a tempor
 
     .venv/bin/python perf/bench_train.py --model resnet18 --batch-size 128
     .venv/bin/python perf/bench_train.py --tiny      # seconds: what tests/test_perf_scripts runs
+
+``--recipe imagenet``: 224 px instead, on bench_data's generated ImageNet-like JPEGs with
+TorchOk's classification_imagenet.yaml recipe (Resize 256, FancyPCA, flip, RandomCrop 224,
+Normalize): sides ``limit``, ``okc`` (``--okc-workers``), ``okc_auto`` (``num_workers: auto``),
+``lightning`` (albumentations + cv2 in ``--lightning-workers`` processes) and ``data``.
+
+    .venv/bin/python perf/bench_train.py --recipe imagenet --model mobilenetv3_small_050 \
+        --batch-size 64 --okc-workers 2 --sides limit,okc,okc_auto,lightning
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ import torch
 from torch import Tensor, nn
 
 SIDES = ("limit", "eager", "compiled", "okc", "lightning", "data")
+EXTRA_SIDES = ("okc_auto",)  # okc with num_workers: auto whatever --okc-workers says
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_data: the ImageNet recipe
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10
@@ -190,10 +200,15 @@ def synchronize(device: torch.device) -> None:
 def side_limit(args: argparse.Namespace, folder: Path, device: torch.device) -> dict[str, float]:
     model, loss_fn = make_model(args, device).train(), _loss()
     optimizer = make_optimizer(model, args)
-    images, labels = load_arrays(folder)
     g = torch.Generator().manual_seed(0)
-    x = augment(torch.from_numpy(images[: args.batch_size]).permute(0, 3, 1, 2), g).to(device)
-    y = torch.from_numpy(labels[: args.batch_size]).long().to(device)
+    if args.recipe == "imagenet":  # the step does not depend on pixel values
+        x = torch.randn(args.batch_size, 3, 224, 224, generator=g).to(device)
+        y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g).to(device)
+    else:
+        images, labels = load_arrays(folder)
+        batch = torch.from_numpy(images[: args.batch_size]).permute(0, 3, 1, 2)
+        x = augment(batch, g).to(device)
+        y = torch.from_numpy(labels[: args.batch_size]).long().to(device)
 
     def steps() -> Iterator[None]:
         while True:
@@ -280,6 +295,22 @@ def side_data(args: argparse.Namespace, folder: Path, device: torch.device) -> d
 def okc_experiment(args: argparse.Namespace, folder: Path, logs: str,
                    device: torch.device) -> dict[str, Any]:  # fmt: skip
     """The okc side as a user writes it: an experiment file's contents."""
+    exp = _cifar_experiment(args, folder, logs, device)
+    if args.recipe == "imagenet":
+        from bench_data import IMAGENET_AUGMENT, IMAGENET_TRANSFORM
+
+        def entries(ops: Any) -> list[dict[str, Any]]:
+            return [{"name": op.name, "params": dict(op.params)} for op in ops]
+
+        dataset = exp["data"]["TRAIN"][0]["dataset"]
+        dataset.update(name="ImageFolder", params={"data_folder": str(folder)},
+                       augment=entries(IMAGENET_AUGMENT),
+                       transform=entries(IMAGENET_TRANSFORM))  # fmt: skip
+    return exp
+
+
+def _cifar_experiment(args: argparse.Namespace, folder: Path, logs: str,
+                      device: torch.device) -> dict[str, Any]:  # fmt: skip
     return {
         "task": {"name": "ClassificationTask", "params": {
             "backbone_name": args.model, "pooling_name": "Pooling",
@@ -319,18 +350,25 @@ def side_lightning(
     import lightning as L
     from albumentations.pytorch import ToTensorV2
 
-    images, labels = load_arrays(folder)
-    transform = A.Compose([
-        A.PadIfNeeded(40, 40, border_mode=4), A.RandomCrop(32, 32), A.HorizontalFlip(),
-        A.Normalize(mean=MEAN, std=STD), ToTensorV2(),
-    ])  # fmt: skip
+    if args.recipe == "imagenet":
+        from bench_data import _Cv2Folder, albumentations_recipe
 
-    class Data(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(images)
+        dataset: Any = _Cv2Folder(folder, albumentations_recipe(True))
+    else:
+        images, labels = load_arrays(folder)
+        transform = A.Compose([
+            A.PadIfNeeded(40, 40, border_mode=4), A.RandomCrop(32, 32), A.HorizontalFlip(),
+            A.Normalize(mean=MEAN, std=STD), ToTensorV2(),
+        ])  # fmt: skip
 
-        def __getitem__(self, i: int) -> tuple[Tensor, int]:
-            return transform(image=images[i])["image"], int(labels[i])
+        class Data(torch.utils.data.Dataset):
+            def __len__(self) -> int:
+                return len(images)
+
+            def __getitem__(self, i: int) -> tuple[Tensor, int]:
+                return transform(image=images[i])["image"], int(labels[i])
+
+        dataset = Data()
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
@@ -354,7 +392,7 @@ def side_lightning(
                 result.update(clock.stop())  # CPU time: the main process only (not workers)
 
     loader = torch.utils.data.DataLoader(
-        Data(), batch_size=args.batch_size, shuffle=True, drop_last=True,
+        dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
         num_workers=args.lightning_workers, pin_memory=device.type == "cuda",
         persistent_workers=args.lightning_workers > 0,
     )  # fmt: skip
@@ -367,6 +405,10 @@ def side_lightning(
     return result
 
 
+def _with(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def _loss() -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=0.1)
 
@@ -376,6 +418,7 @@ RUNS: dict[str, Callable[[argparse.Namespace, Path, torch.device], dict[str, flo
     "eager": lambda a, f, d: side_hand(a, f, d, compiled=False),
     "compiled": lambda a, f, d: side_hand(a, f, d, compiled=True),
     "okc": side_okc,
+    "okc_auto": lambda a, f, d: side_okc(_with(a, okc_workers="auto"), f, d),
     "lightning": side_lightning,
     "data": side_data,
 }
@@ -391,7 +434,9 @@ def run_side(args: argparse.Namespace) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
-    print(json.dumps({"side": args.side, **result, "peak_mib": peak}))
+    print(json.dumps({"side": args.side, **result, "peak_mib": peak}), flush=True)
+    if args.side == "data":  # its loader threads are mid-epoch: leave without joining them
+        os._exit(0)
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -467,7 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-images", type=int, default=10000, help="generated data size")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per side and round")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", choices=["cifar", "imagenet"], default="cifar")
+    parser.add_argument("--side", choices=SIDES + EXTRA_SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tiny:
@@ -494,7 +540,14 @@ def main(argv: list[str] | None = None) -> None:
                              "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
     sides = [s for s in args.sides.split(",") if available(s)]
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.cifar or write_generated(Path(tmp), args.num_images)
+        if args.recipe == "imagenet":
+            from bench_data import write_imagenet_like
+
+            num = min(args.num_images, 512)  # the sides cycle through it; generating costs
+            data = Path(tempfile.gettempdir()) / f"okc-bench-imagenet-{num}"
+            write_imagenet_like(data, num)
+        else:
+            data = args.cifar or write_generated(Path(tmp), args.num_images)
         results: dict[str, list[dict[str, float]]] = {s: [] for s in sides}
         for _ in range(args.rounds):
             for side in sides:
