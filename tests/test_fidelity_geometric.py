@@ -266,6 +266,22 @@ def _cases() -> list[Case]:
             [{"crop_height": 10, "crop_width": 15, **p} for p in _positions(H, W, 10, 15)],
             n=16,
             every_choice=False,
+            boxes=True,
+        ),
+        Case(
+            "RandomSizedCrop",
+            {
+                "min_max_height": [10, 10],
+                "height": 12,
+                "width": 14,
+                "w2h_ratio": 1.5,
+                "interpolation": 0,
+            },
+            A.RandomSizedCrop((10, 10), 12, 14, w2h_ratio=1.5, interpolation=0, p=1),
+            [{"crop_height": 10, "crop_width": 15, **p} for p in _positions(H, W, 10, 15)],
+            n=16,
+            every_choice=False,
+            variant="interpolation: 0",
         ),
     ]
 

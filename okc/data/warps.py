@@ -77,11 +77,14 @@ class Warp(BatchOp):
         batch, _, height, width = image.shape
         chosen = rng.rand(batch, device=image.device) < self.p
         grid, matrix = self.sample(batch, height, width, image.device)
+        nearest = self.nearest_grid(grid, matrix, height, width)
         fill = borders.fill_tensor(self.value, image, scale=255.0)
-        out = borders.remap(image, grid, resample=self.resample, border=self.border, fill=fill)
+        image_grid = nearest if self.resample == "nearest" else grid
+        out = borders.remap(image, image_grid, resample=self.resample, border=self.border,
+                            fill=fill)  # fmt: skip
         if self.resample == "bicubic":  # cv2 saturates uint8 images; bicubic can overshoot
             out = out.clamp(0, 1)
-        masks_out = [self._mask(m, grid) for m in masks]
+        masks_out = [self._mask(m, nearest) for m in masks]
         if out.shape[-2:] == image.shape[-2:]:  # size ops have p=1: every sample changes
             keep = chosen.view(-1, 1, 1, 1)
             out = torch.where(keep, out, image)
@@ -89,6 +92,13 @@ class Warp(BatchOp):
         if boxes is not None:
             boxes = self._boxes(boxes, chosen, grid, matrix, *out.shape[-2:])
         return out, masks_out, boxes
+
+    def nearest_grid(
+        self, grid: torch.Tensor, matrix: torch.Tensor | None, height: int, width: int
+    ) -> torch.Tensor:
+        """The grid nearest-neighbour sampling reads (label maps, ``interpolation: 0``): the
+        same as the grid, which cv2's warps round to the nearest pixel too."""
+        return grid
 
     def _mask(self, mask: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         fill = borders.fill_tensor(self.mask_value, mask, scale=1.0)
@@ -450,6 +460,26 @@ class RandomSizedCrop(Warp):
         low_xy = torch.stack([left, top], 1)[:, None, None]
         high_xy = torch.stack([left + crop_w - 1, top + crop_h - 1], 1)[:, None, None]
         return torch.maximum(torch.minimum(grid, high_xy), low_xy).float(), m.float()
+
+    def nearest_grid(
+        self, grid: torch.Tensor, matrix: torch.Tensor | None, height: int, width: int
+    ) -> torch.Tensor:
+        """cv2.resize's INTER_NEAREST on the crop: output pixel x reads crop pixel
+        ``floor(x * crop / out)`` (not the pixel nearest its centre)."""
+        assert matrix is not None
+        m = matrix.double()
+        out_h, out_w = self.size
+        axes = []
+        for axis, size in ((0, out_w), (1, out_h)):
+            scale = m[:, axis, axis]  # out / crop
+            first = 0.5 - (m[:, axis, 2] + 0.5) / scale  # the crop's first pixel
+            last = first + torch.round(size / scale) - 1
+            index = torch.arange(size, device=m.device, dtype=torch.float64)
+            # crop / out is a ratio of small integers: 1e-4 absorbs float error, never a step.
+            source = first[:, None] + torch.floor(index / scale[:, None] + 1e-4)
+            axes.append(torch.minimum(source, last[:, None]))
+        xs, ys = axes
+        return torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), -1).float()
 
 
 class RandomResizedCrop(RandomSizedCrop):
