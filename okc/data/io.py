@@ -8,6 +8,7 @@ class indices.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +80,10 @@ def read_mask(path: str | Path) -> torch.Tensor:
 def _decode(path: str | Path) -> torch.Tensor:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            # straight into a bytearray: torch.frombuffer needs a writable buffer, and copying
+            # the bytes into one cost 4 % of a 224-px sample's time (perf/README.md)
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            del data[f.readinto(data) :]  # a file that shrank meanwhile; no copy otherwise
     except FileNotFoundError:
         raise ImageReadError(f"image file not found: {path}") from None
     except OSError as err:
@@ -90,7 +94,7 @@ def _decode(path: str | Path) -> torch.Tensor:
         image = _decode_pil(path, data)
     else:
         try:
-            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            raw = torch.frombuffer(data, dtype=torch.uint8)
             image = decode_image(raw, ImageReadMode.UNCHANGED)
         except (RuntimeError, ValueError):  # a format torchvision cannot read, or a corrupt file
             image = _decode_pil(path, data)
@@ -99,7 +103,7 @@ def _decode(path: str | Path) -> torch.Tensor:
     return image
 
 
-def _decode_pil(path: str | Path, data: bytes) -> torch.Tensor:
+def _decode_pil(path: str | Path, data: bytes | bytearray) -> torch.Tensor:
     import io
 
     from PIL import Image

@@ -124,9 +124,17 @@ class _BatchReader:
             if self.batched:
                 return self.dataset.__getitems__(indices)
             samples = [s for s in map(self._sample, indices) if s is not None]
-            batch = collate(samples, ragged_keys=self.ragged_keys)
-            if self.finish is not None and batch:
-                batch.update({key: self.finish(batch[key]) for key in self.image_keys})
+            if self.finish is None or not samples:
+                return collate(samples, ragged_keys=self.ragged_keys)
+            # the float batch is filled from the samples: no uint8 batch stacked on the way
+            keys = self.image_keys
+            rest = [{k: v for k, v in s.items() if k not in keys} for s in samples]
+            batch = collate(rest, ragged_keys=self.ragged_keys)
+            for key in keys:
+                images = [s[key] for s in samples]
+                if any(image.shape != images[0].shape for image in images):
+                    collate([{key: image} for image in images])  # its error names the shapes
+                batch[key] = self.finish(images)
             return batch
         except OkcError as err:
             return _LoadFailure(err)
