@@ -8,10 +8,12 @@ What runs where: ops whose output size depends on the input's run on each sample
 threads, on the CPU, before batching: augment's ops up to and including its last size op (random
 ops before it too, in the file's order: ``okc.data.augment.split_augment``), then the
 transform's size ops. Everything else runs on the batch, on the device: the rest of augment,
-then the rest of transform. TorchOk ran augment then transform; okc runs the transform's size
-ops ahead of augment's batched tail, which is what lets that tail run on whole batches. Random
-ops of the per-sample stage draw from a stream of the sample's own, seeded by (seed, epoch,
-index) (``okc.data.rng``), so thread timing never changes a run.
+then the rest of transform. On a CPU device that rest runs in the loader threads instead when
+it can, per sample in uint8, the float batch made there (``_cpu_tail``, ``okc.data.sample_ops``).
+TorchOk ran augment then transform; okc runs the transform's size ops ahead of augment's
+batched tail, which is what lets that tail run on whole batches. Random ops of the per-sample
+stage draw from a stream of the sample's own, seeded by (seed, epoch, index)
+(``okc.data.rng``), so thread timing never changes a run.
 
 Boxes (``bboxes`` with their ``label``, one tensor per image) follow the first image key through
 the per-sample size ops and the batched augment/transform (``okc.data.ops.Boxes``), with the
@@ -176,8 +178,10 @@ class _BatchReader:
 class DataPipeline:
     """Batches of one data item on this rank, resumable mid-epoch.
 
-    ``for batch in pipeline`` yields CPU batches (``image`` uint8 B,C,H,W); ``to_device(batch)``
-    returns it on the device, augmented (TRAIN) and transformed (normalized, ``input_dtype``).
+    ``for batch in pipeline`` yields CPU batches (``image`` uint8 B,C,H,W; already augmented
+    and normalized, of ``input_dtype``, where ``_cpu_tail`` moved that work into the loader
+    threads); ``to_device(batch)`` returns it on the device, augmented (TRAIN) and transformed
+    (normalized, ``input_dtype``).
     """
 
     def __init__(
