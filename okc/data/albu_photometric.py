@@ -274,9 +274,10 @@ def Solarize(*, threshold: float | Pair = 128, p: float = 0.5) -> nn.Module:
 def CLAHE(
     *, clip_limit: float | Pair = 4.0, tile_grid_size: Sequence[int] = (8, 8), p: float = 0.5
 ) -> nn.Module:
-    """Contrast-limited adaptive equalization, clip limit from ``clip_limit`` ((1, x) for x)."""
+    """Contrast-limited adaptive equalization of the lightness, clip limit from ``clip_limit``
+    ((1, x) for x)."""
     low, high = to_tuple(clip_limit, low=1, key="clip_limit")
-    return K.RandomClahe(clip_limit=(low, high), grid_size=tuple(tile_grid_size), p=p)
+    return photometric.Clahe((low, high), (int(tile_grid_size[0]), int(tile_grid_size[1])), p)
 
 
 @_register

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import kornia.augmentation as K
 import kornia.color
 import kornia.filters
 import torch
@@ -200,6 +201,23 @@ class Posterize(Photometric):
         ).view(batch, -1, 1, 1)
         keep = 255 - (2 ** (8 - bits) - 1)
         return (_levels(image) & keep).to(image.dtype) / 255
+
+
+class Clahe(Photometric):
+    """albumentations' CLAHE: contrast-limited adaptive equalization of the lightness (L of CIE
+    LAB) of an RGB image, or of a grey image itself, as cv2 does it there; Kornia's CLAHE (which
+    on its own would equalize R, G and B apart, shifting colours) equalizes the channel."""
+
+    def __init__(self, clip_limit: Range, grid: tuple[int, int], p: float) -> None:
+        super().__init__(p)
+        self.clahe = K.RandomClahe(clip_limit=clip_limit, grid_size=grid, p=1.0)
+
+    def change(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[1] == 1:
+            return self.clahe(image)
+        lab = kornia.color.rgb_to_lab(image.clamp(0, 1))
+        light = self.clahe(lab[:, :1] / 100) * 100
+        return kornia.color.lab_to_rgb(torch.cat([light, lab[:, 1:]], 1)).clamp(0, 1)
 
 
 class ChannelDropout(Photometric):
