@@ -99,6 +99,8 @@ def test_a_four_run_sweep_with_one_failing_run(
         assert row["best_epoch"] == "0"
     labels = {r.label for r in sweep_labelled(read_runs([table.parent]))}
     assert {f"#{r['run']} lr={r[LR]}" for r in finished} <= labels
+    assert main(["plot", str(table.parent)]) == 0  # the runs overlaid, the failed one too
+    assert (table.parent / "curves.png").stat().st_size > 10_000
 
 
 def test_only_training_sweeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
