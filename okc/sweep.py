@@ -280,6 +280,12 @@ def _values(run: SweepRun, keys: Sequence[str]) -> list[str]:
     return [given.get(k, "") for k in keys]
 
 
+def _headers(keys: Sequence[str]) -> list[str]:
+    """Column titles: each key's last part (``lr``) where those are unique, else the keys."""
+    short = [k.lstrip("+~").rpartition(".")[2] for k in keys]
+    return short if len(set(short)) == len(short) else list(keys)
+
+
 def write_table(runs: Sequence[SweepRun], path: Path, *, monitor: str) -> Path:
     """``sweep.csv``: one row per run in ranking order, a column per swept key."""
     keys = swept_keys(runs)
@@ -304,7 +310,7 @@ def print_table(result: SweepResult) -> None:
     keys = swept_keys(result.runs)
     arrow = "↑" if result.mode == "max" else "↓"
     table = Table(title=f"sweep: {len(result.runs)} runs, ranked by {result.monitor} ({arrow})")
-    for column in ("#", *keys, "status", result.monitor, "best epoch", "time"):
+    for column in ("#", *_headers(keys), "status", result.monitor, "best epoch", "time"):
         table.add_column(column, overflow="fold", justify="right" if column == "time" else "left")
     for r in result.runs:
         value = "" if r.value is None else f"{r.value:.6g}"
