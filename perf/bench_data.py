@@ -305,6 +305,11 @@ def imagenet_main(args: argparse.Namespace) -> None:
     size_kb = write_imagenet_like(root, args.num_images) if args.data is None else 0.0
     print(f"{args.num_images} JPEGs in {root} ({size_kb:.0f} KB mean), ready in "
           f"{time.perf_counter() - start:.1f}s")  # fmt: skip
+    import albumentations
+    import cv2
+
+    print(f"albumentations {albumentations.__version__}, cv2 {cv2.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(
         f"device {args.device}, batch {args.batch_size}, num_workers {args.num_workers}, "
         f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
