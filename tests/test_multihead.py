@@ -89,6 +89,7 @@ def test_the_neck_is_used() -> None:
     assert not torch.allclose(before, after)
 
 
+@pytest.mark.slow  # the torch.export-based ONNX exporter takes ~10 s
 def test_checkpoint_keys_and_export_with_one_named_output_per_head(tmp_path: Path) -> None:
     from okc.exports.onnx import export_verified_onnx
 
