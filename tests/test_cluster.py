@@ -25,7 +25,10 @@ TORCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", 
 def slurm_task(monkeypatch: pytest.MonkeyPatch):
     """Task ``rank`` of a 4-task srun job (no torch variables set)."""
     for name in (*TORCH_VARS, "OKC_CLUSTER", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
+        # set, then unset: monkeypatch records the name, so what detect() exports is removed
+        # after the test (a bare delenv of a missing name records nothing)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
     def make(rank: int = 1, **extra: str) -> None:
         env = {
