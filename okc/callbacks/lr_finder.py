@@ -85,7 +85,9 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
     window = slice(SKIP_BEGIN, len(lrs) - SKIP_END)
     slope = np.gradient(y[window], x[window])
     best = int(np.argmin(slope))
-    if not slope[best] < 0:
+    # a flat loss has slopes of float rounding (np.gradient on uneven float spacing gives
+    # -2e-16), not a fall: only a fall larger than rounding of the loss's size counts
+    if not slope[best] < -1e-9 * max(1.0, float(np.abs(y[window]).max())):
         return None
     return float(lrs[SKIP_BEGIN + best])
 
