@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from okc.config.schema import Trainer
-from okc.engine import cluster
+from okc.engine import cluster, rendezvous
 from okc.engine.preempt import Interrupted, signal_name
 from okc.errors import ConfigError, OkcError
 
@@ -150,7 +150,7 @@ def _interrupted(signum: int) -> BaseException:
 
 # --- inside each rank of a torchrun/srun job ------------------------------------------------------
 
-_FAILURE_KEY = "okc/failure/attempt-{}"  # in the job's store; one key per torchrun restart
+_FAILURE_KEY = "okc/failure/{}"  # in the job's store; one key per torchrun round
 _PEER_WAIT_S = 5.0  # how long a rank that lost its peers waits to learn why
 
 
@@ -181,8 +181,8 @@ def rank_failures(world_size: int, rank: int) -> Iterator[None]:
 
 def _failed_rank(err: Exception, world_size: int, rank: int) -> BaseException:
     text = f"{type(err).__name__}: {err}".strip()
-    key = _FAILURE_KEY.format(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    store = _job_store()
+    key = _FAILURE_KEY.format(rendezvous.round_id())
+    store = rendezvous.agent_store(_PEER_WAIT_S)
     if _PEER_GONE.search(text):  # a peer went first: its error is the cause
         first = _read_failure(store, key)
         if first is None:
@@ -198,22 +198,6 @@ def _failed_rank(err: Exception, world_size: int, rank: int) -> BaseException:
             store.compare_set(key, "", f"{rank}\n{text}")
     return RankFailed(f"rank {rank} of {world_size} failed: {text}", rank=rank,
                       user_error=user_error)  # fmt: skip
-
-
-def _job_store() -> Any:
-    """A client of the job's c10d store, or None when it cannot be reached."""
-    import datetime as dt
-
-    import torch.distributed as dist
-
-    host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if not host or not port:
-        return None
-    try:
-        return dist.TCPStore(host, int(port), is_master=False,
-                             timeout=dt.timedelta(seconds=_PEER_WAIT_S))  # fmt: skip
-    except Exception:  # the store went with the job (its host rank failed)
-        return None
 
 
 def _read_failure(store: Any, key: str) -> str | None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import attrs
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from okc.config.schema import Trainer
-from okc.engine import cluster
+from okc.engine import cluster, rendezvous
 from okc.errors import ConfigError
 
 
@@ -68,7 +69,14 @@ def setup(trainer: Trainer) -> DistEnv:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if rendezvous.uses_agent_store():  # a fresh store per torchrun round (see there)
+            timeout = default_pg_timeout
+            store = rendezvous.fresh_store(rank, world_size, timeout)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                    timeout=timeout)  # fmt: skip
+        else:
+            dist.init_process_group(backend)
     return DistEnv(device=device, rank=rank, local_rank=local_rank, world_size=world_size)
 
 
