@@ -259,6 +259,10 @@ def test_num_workers_auto_reads_memory_in_place_and_files_in_threads(monkeypatch
     assert loader_threads("auto", shapes._reader) == 3 and loader_threads(2, shapes._reader) == 2
     # a number is an upper bound (TorchOk's files write 8 meaning processes): at most the cores
     assert loader_threads(8, shapes._reader) == 4 and loader_threads(0, shapes._reader) == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # two threads still beat one (perf/README)
+    assert loader_threads("auto", shapes._reader) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert loader_threads("auto", shapes._reader) == 1
     shapes._reader.batched = True  # what an in-memory dataset (CIFAR) declares
     assert loader_threads("auto", shapes._reader) == 0 and loader_threads(4, shapes._reader) == 0
 

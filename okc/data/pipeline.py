@@ -401,12 +401,16 @@ def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
     memory a batch at a time, where a thread only contends with the training step for the cores
     (CIFAR in memory, resnet18, 2 cores: 0.90x the step's limit with ``num_workers: 2`` as two
     threads, 0.98x with none; perf/README.md).
+
+    ``auto`` leaves a core to the step (at most 8 threads) but runs at least two where there
+    are two cores: decoding and resizing release the GIL, and at 224 px on 2 cores two threads
+    trained 1.08x faster than one (data path alone: 1.66x; perf/README.md).
     """
     if reader.batched:
         return 0
     cores = os.cpu_count() or 2
     if num_workers == "auto":
-        return max(1, min(8, cores - 1))
+        return max(min(2, cores), min(8, cores - 1))
     return min(int(num_workers), cores)
 
 
