@@ -49,23 +49,32 @@ def test_ddp_shards_the_data_and_syncs_the_metrics(tmp_path: Path) -> None:
     assert single["valid/Accuracy"] == pytest.approx(logged, abs=1e-6)
 
 
+# Half the tiny experiment's data: the two FSDP launches pay mostly for process start-up; fewer
+# steps and valid samples cut what the data costs without changing what is checked.
+FSDP_TRAIN, FSDP_VALID = 128, 64
+
+
 def test_fsdp_saves_sharded_folders_that_resume_and_evaluate_in_one_process(tmp_path: Path) -> None:
+    data = (f"data.TRAIN.0.dataset.params.num_samples={FSDP_TRAIN}",
+            f"data.VALID.0.dataset.params.num_samples={FSDP_VALID}")  # fmt: skip
     first = torchrun(tmp_path, "trainer.max_epochs=1", "trainer.strategy=fsdp",
-                     "trainer.checkpoint_async=true")  # fmt: skip
+                     "trainer.checkpoint_async=true", *data)  # fmt: skip
     last = first / "checkpoints" / "last.ckpt"
     assert last.is_dir()  # each rank wrote its own shard; okc.pt holds the rest
     assert sorted(p.name for p in last.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     head = read_checkpoint(last)
     assert head["sharded"] == ["model", "optimization"] and head["progress"]["epoch"] == 1
     resumed = torchrun(
-        tmp_path, "trainer.max_epochs=2", "trainer.strategy=fsdp", f"resume_path={last}"
+        tmp_path, "trainer.max_epochs=2", "trainer.strategy=fsdp", f"resume_path={last}", *data
     )
     final = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
-    assert final["progress"]["epoch"] == 2 and final["progress"]["global_step"] == 8
+    # 128 samples / (32 per batch x 2 ranks) = 2 optimizer steps per epoch
+    assert final["progress"]["epoch"] == 2 and final["progress"]["global_step"] == 4
     # one process reads the folder's weights straight into the whole model
     logged = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
     accuracy = [r["valid/Accuracy"] for r in logged if "valid/Accuracy" in r][-1]
     exp = yaml.safe_load(TINY_EXPERIMENT)
+    exp["data"]["VALID"][0]["dataset"]["params"]["num_samples"] = FSDP_VALID
     exp["logger"] = {"log_dir": str(tmp_path / "single")}
     experiment = okc.Experiment.from_dict({**exp, "name": "single"})
     folder = resumed / "checkpoints" / "last.ckpt"

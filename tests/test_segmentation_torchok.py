@@ -198,19 +198,29 @@ def test_config_passes_check_but_for_issue_12_components() -> None:
 
 @pytest.mark.slow
 def test_config_trains_on_a_local_copy_of_the_data(tmp_path: Path) -> None:
-    make_sweet_pepper(tmp_path / "data", num_train=16, num_valid=8)
+    """The config as written (hrnet_w18 at 256x256, its augmentations, losses, metric and ONNX
+    checkpoint callback) on batches of one image: two steps, one validation batch and one ONNX
+    export (``save_last`` off: ``last.onnx`` would export the same weights a second time)."""
+    make_sweet_pepper(tmp_path / "data", num_train=2, num_valid=1)
     data = _without_missing_components(read_file(CONFIG))
     overrides = [
         f"data.TRAIN.0.dataset.params.data_folder={tmp_path / 'data'}",
         f"data.VALID.0.dataset.params.data_folder={tmp_path / 'data'}",
+        "data.TRAIN.0.dataloader.batch_size=1",
+        "data.VALID.0.dataloader.batch_size=1",
         "task.params.backbone_params.pretrained=false",
         "trainer.accelerator=cpu",
         "trainer.max_steps=2",
         "trainer.limit_val_batches=1",
         f"logger.log_dir={tmp_path / 'logs'}",
     ]
+    onnx = [i for i, c in enumerate(data["callbacks"]) if c["name"] == "ModelCheckpointWithOnnx"]
+    overrides += [f"callbacks.{i}.params.save_last=false" for i in onnx]
     result = api.fit(experiment_from_data(data, overrides, name="sweet_pepper"))
     assert result.global_step == 2
     assert 0.0 <= result.metrics["valid/JaccardIndex"] <= 1.0
     assert np.isfinite(result.metrics["train/loss"]) and np.isfinite(result.metrics["valid/loss"])
     assert str(result.run_dir).startswith(str(tmp_path))
+    if onnx:  # the callback monitored valid/JaccardIndex and exported its checkpoint
+        assert result.best_checkpoint is not None
+        assert result.best_checkpoint.with_suffix(".onnx").is_file()
