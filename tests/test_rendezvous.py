@@ -30,25 +30,30 @@ def agent(monkeypatch: pytest.MonkeyPatch) -> dist.TCPStore:
     return store
 
 
-def test_a_new_round_passes_over_the_last_rounds_entry(agent: dist.TCPStore) -> None:
-    # the last round's rank 0 died with its store; its entry is still in the agent's store
-    agent.set("okc/pg_store", f"127.0.0.1:{_dead_port()}:stale")
+@pytest.mark.parametrize("stale", ["dead", "reused"])
+def test_a_new_round_passes_over_the_last_rounds_entry(agent: dist.TCPStore, stale: str) -> None:
+    # the last round's rank 0 died with its store; its entry is still in the agent's store, and
+    # its port is closed or (reused) another program's store listens there now
+    other = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    port = _dead_port() if stale == "dead" else other.port
+    agent.set("okc/pg_store", f"127.0.0.1:{port}:stale")
     timeout = dt.timedelta(seconds=30)
     joined: dict[str, object] = {}
 
     def rank1() -> None:
-        joined["store"] = rendezvous.fresh_store(1, 2, timeout)
+        joined["store"] = rendezvous.fresh_store(1, timeout)
 
     thread = threading.Thread(target=rank1)
     thread.start()  # reads the stale entry first, and again until rank 0 writes its own
     threading.Event().wait(1.0)
-    store0 = rendezvous.fresh_store(0, 2, timeout)
+    store0 = rendezvous.fresh_store(0, timeout)
     thread.join(30)
     assert not thread.is_alive()
     store0.set("gloo/address", "rank0")
     store1 = joined["store"]
     assert isinstance(store1, dist.PrefixStore)
     assert store1.get("gloo/address") == b"rank0"  # the same, fresh store
+    assert not other.check(["okc/gloo/address"])  # nothing went to the stale entry's store
     assert rendezvous.round_id() not in ("stale", "0")
     assert agent.get("okc/pg_store").decode().endswith(rendezvous.round_id())
 
@@ -56,7 +61,7 @@ def test_a_new_round_passes_over_the_last_rounds_entry(agent: dist.TCPStore) -> 
 def test_without_rank_0_the_join_says_so(agent: dist.TCPStore) -> None:
     agent.set("okc/pg_store", f"127.0.0.1:{_dead_port()}:stale")
     with pytest.raises(RuntimeError, match="rank 0 of this torchrun round published no store"):
-        rendezvous.fresh_store(1, 2, dt.timedelta(seconds=1))
+        rendezvous.fresh_store(1, dt.timedelta(seconds=1))
 
 
 def test_outside_torchrun_the_round_is_the_restart_count(

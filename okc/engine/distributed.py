@@ -72,7 +72,7 @@ def setup(trainer: Trainer) -> DistEnv:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if rendezvous.uses_agent_store():  # a fresh store per torchrun round (see there)
             timeout = default_pg_timeout
-            store = rendezvous.fresh_store(rank, world_size, timeout)
+            store = rendezvous.fresh_store(rank, timeout)
             dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
                                     timeout=timeout)  # fmt: skip
         else:

@@ -55,7 +55,7 @@ def round_id() -> str:
     return os.environ.get(_ROUND) or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
 
 
-def fresh_store(rank: int, world_size: int, timeout: dt.timedelta) -> dist.Store:
+def fresh_store(rank: int, timeout: dt.timedelta) -> dist.Store:
     """The store this round's process group uses (see the module's docstring)."""
     shared = agent_store(timeout.total_seconds())
     if shared is None:
@@ -65,7 +65,7 @@ def fresh_store(rank: int, world_size: int, timeout: dt.timedelta) -> dist.Store
         )
     if rank == 0:
         store = dist.TCPStore("0.0.0.0", 0, is_master=True, wait_for_workers=False,
-                              timeout=timeout, multi_tenant=True)  # fmt: skip
+                              timeout=timeout)  # fmt: skip
         nonce = uuid.uuid4().hex
         store.set(_NONCE, nonce)
         shared.set(_ENTRY, f"{os.environ['MASTER_ADDR']}:{store.port}:{nonce}")
@@ -87,7 +87,7 @@ def _join(shared: dist.Store, timeout: dt.timedelta) -> tuple[dist.TCPStore, str
                 store.set_timeout(timeout)
                 return store, nonce
         except Exception:  # a stale entry: its store died with the last round's rank 0
-            pass
+            pass  # (a live store at that port is another program's: it lacks the nonce)
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"rank 0 of this torchrun round published no store within {timeout} "
