@@ -31,7 +31,7 @@ def _run(path: Path, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str,
         warnings.simplefilter("ignore")
         status = main(["check", str(path)])
     out, err = capsys.readouterr()
-    clean = [s.replace(str(tmp), "<tmp>") for s in (out, err)]
+    clean = [s.replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>") for s in (out, err)]
     return {"status": status, "stdout": clean[0], "stderr": clean[1]}
 
 
