@@ -4,7 +4,7 @@ and the resolved print recorded in ``tests/golden/check.json``.
 The record was taken before params became attrs classes structured by the one converter
 (issue 19); this test holds that refactor, and any later one, to the same verdicts and prints.
 Rewrite the record on purpose with ``OKC_GOLDEN_WRITE=1 pytest tests/test_check_golden.py``.
-Paths that vary per run (the temporary HOME and stores) read as ``<tmp>``.
+Paths that vary per run read as ``<tmp>`` (HOME and the stores), ``<okc-home>`` and ``<root>``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ def _run(path: Path, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str,
         warnings.simplefilter("ignore")
         status = main(["check", str(path)])
     out, err = capsys.readouterr()
-    clean = [s.replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>") for s in (out, err)]
+    home = os.environ["OKC_HOME"]  # conftest's, per session
+    clean = [
+        s.replace(home, "<okc-home>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>")
+        for s in (out, err)
+    ]
     return {"status": status, "stdout": clean[0], "stderr": clean[1]}
 
 
