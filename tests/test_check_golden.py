@@ -4,13 +4,15 @@ and the resolved print recorded in ``tests/golden/check.json``.
 The record was taken before params became attrs classes structured by the one converter
 (issue 19); this test holds that refactor, and any later one, to the same verdicts and prints.
 Rewrite the record on purpose with ``OKC_GOLDEN_WRITE=1 pytest tests/test_check_golden.py``.
-Paths that vary per run read as ``<tmp>`` (HOME and the stores), ``<okc-home>`` and ``<root>``.
+Paths that vary per run read as ``<tmp>`` (HOME and the stores), ``<okc-home>`` and ``<root>``;
+timestamps from ``${now:...}`` read ``<now>``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from okc.cli import main
 
 ROOT = Path(__file__).parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "check.json"
+_NOW = re.compile(r"\d{4}-\d\d-\d\d[/_ T]\d\d-\d\d-\d\d")  # ${now:...} timestamps
 FILES = sorted(
     [p for p in (ROOT / "tests" / "torchok").rglob("*") if p.suffix in (".yaml", ".yml")]
     + [p for p in (ROOT / "experiments").rglob("*") if p.suffix in (".yaml", ".yml", ".toml")]
@@ -36,6 +39,7 @@ def _run(path: Path, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str,
         s.replace(home, "<okc-home>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>")
         for s in (out, err)
     ]
+    clean = [_NOW.sub("<now>", s) for s in clean]
     return {"status": status, "stdout": clean[0], "stderr": clean[1]}
 
 
