@@ -7,8 +7,9 @@ invariants use ``assert``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class OkcError(Exception):
@@ -23,6 +24,10 @@ class ConfigError(OkcError, ValueError):
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
 
+    def under(self, prefix: str) -> ConfigError:
+        """This error one level out: its path inside ``prefix``."""
+        return ConfigError(join(prefix, self.path), self.message)
+
 
 class ConfigErrors(OkcError, ValueError):
     """Several config problems found in one pass, reported together."""
@@ -30,6 +35,38 @@ class ConfigErrors(OkcError, ValueError):
     def __init__(self, errors: Iterable[ConfigError]) -> None:
         self.errors = list(errors)
         super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def join(*keys: object) -> str:
+    """A dotted key path from its parts, skipping empty ones: ``join("data", 0, "")``."""
+    return ".".join(str(k) for k in keys if k is not None and k != "")
+
+
+def under(prefix: str, errors: Iterable[ConfigError]) -> list[ConfigError]:
+    """``errors`` found inside the config section at ``prefix``, placed in the whole config.
+
+    Checks report paths relative to what they were given; the caller, who knows where that sits
+    in the experiment, places them. No check takes a key path just to write error texts.
+    """
+    return [e.under(prefix) for e in errors]
+
+
+@contextlib.contextmanager
+def at(prefix: str) -> Iterator[None]:
+    """Errors raised inside, placed under ``prefix``: ``ConfigError(s)`` one level out, a
+    ``ParamError`` at ``prefix.key``, an unknown registry name at ``prefix`` itself."""
+    try:
+        yield
+    except ConfigErrors as err:
+        raise ConfigErrors(under(prefix, err.errors)) from err.__cause__
+    except ConfigError as err:
+        raise err.under(prefix) from err.__cause__
+    except ParamError as err:
+        raise ConfigError(join(prefix, err.key), err.message) from err
+    except KeyError as err:
+        if not isinstance(err, OkcError):  # a registry's UnknownNameError only
+            raise
+        raise ConfigError(prefix, str(err)) from None
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

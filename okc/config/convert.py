@@ -23,7 +23,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
-from okc.errors import ConfigError, ConfigErrors, did_you_mean
+from okc.errors import ConfigError, ConfigErrors, ParamError, did_you_mean
 
 T = TypeVar("T")
 
@@ -173,6 +173,17 @@ def _tuple_hook(t: Any) -> Any:
     return structure
 
 
+def _list_hook(t: Any) -> Any:
+    """A YAML list as a Python list, strictly (a string is not a list of characters)."""
+    items = tuple[get_args(t)[0] if get_args(t) else Any, ...]  # type: ignore[misc]
+    as_tuple = _tuple_hook(items)
+
+    def structure(v: Any, _: Any) -> list:
+        return list(as_tuple(v, items))
+
+    return structure
+
+
 def _mapping_hook(t: Any) -> Any:
     args = get_args(t)
     value_type = args[1] if args else Any
@@ -226,6 +237,7 @@ def _build_converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: get_origin(t) is Literal, _literal)
     c.register_structure_hook_factory(_is_union, _union_hook)
     c.register_structure_hook_factory(lambda t: get_origin(t) is tuple, _tuple_hook)
+    c.register_structure_hook_factory(lambda t: t is list or get_origin(t) is list, _list_hook)
     c.register_structure_hook_factory(
         lambda t: t is Mapping or get_origin(t) in (Mapping, dict), _mapping_hook
     )
@@ -262,6 +274,11 @@ _MOVED = {
 
 
 def _unknown_key(cl: type, key: str, known: list[str]) -> str:
+    what = getattr(cl, "__okc_component__", None)  # a component's params (okc.config.params)
+    if what is not None:
+        if key in getattr(cl, "__okc_injected__", ()):
+            return f"okc sets '{key}' of {what} itself; remove it"
+        return f"{what} has no parameter '{key}'" + did_you_mean(key, known)
     moved = _MOVED.get((cl.__name__, key))
     if moved:
         return f"unknown key (an early TorchOk format; it is {moved} now)"
@@ -278,9 +295,16 @@ def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
         ]
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         out: list[ConfigError] = []
+        what = getattr(getattr(exc, "cl", None), "__okc_component__", None)
         for sub in exc.exceptions:
-            out.extend(config_errors(sub, _child_path(path, sub)))
+            if what is not None and type(sub) is KeyError:
+                name = _child_path("", sub)
+                out.append(ConfigError(path, f"{what} needs '{name}', which is not set"))
+            else:
+                out.extend(config_errors(sub, _child_path(path, sub)))
         return out
+    if isinstance(exc, ParamError):  # a cross-field rule of a Params class
+        return [ConfigError(".".join(filter(None, [path, exc.key])), exc.message)]
     if isinstance(exc, KeyError) and not isinstance(exc, ConfigError):
         return [ConfigError(path, "required key is missing")]
     if isinstance(exc, ConfigError):
@@ -292,7 +316,7 @@ def structure(data: Any, cl: type[T], *, path: str = "") -> T:
     """Structure plain data into ``cl``; raises ``ConfigErrors`` naming every bad key path."""
     try:
         return converter.structure(data, cl)
-    except (ClassValidationError, IterableValidationError, Mismatch) as exc:
+    except (ClassValidationError, IterableValidationError, Mismatch, ParamError) as exc:
         raise ConfigErrors(config_errors(exc, path)) from None
 
 
