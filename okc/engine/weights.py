@@ -42,7 +42,7 @@ from torch import nn
 from okc.config.schema import Experiment, LoadCheckpoint
 from okc.engine.checkpoint import load_weights, read_checkpoint
 from okc.engine.sharded import read_whole
-from okc.errors import ConfigError, OkcError, did_you_mean
+from okc.errors import ConfigError, OkcError, at, did_you_mean
 
 _SHOWN = 5  # keys listed in an error before "... and N more"
 
@@ -57,23 +57,30 @@ class LoadedWeights:
     unexpected: tuple[str, ...]
 
 
-def merge_load_checkpoint(
-    model: nn.Module, spec: LoadCheckpoint, *, path: str = "task.load_checkpoint"
-) -> LoadedWeights | None:
+KEY = "task.load_checkpoint"  # where the spec sits in an experiment, for errors and warnings
+
+
+def merge_load_checkpoint(model: nn.Module, spec: LoadCheckpoint) -> LoadedWeights | None:
     """Merge the checkpoints of ``spec`` and load them into ``model``; None when nothing is set."""
+    with at(KEY):
+        return _merge(model, spec)
+
+
+def _merge(model: nn.Module, spec: LoadCheckpoint) -> LoadedWeights | None:
     overrides = dict(spec.overridden_name2ckpt_path or {})
     if spec.base_ckpt_path is None and not overrides:
         if spec.exclude_keys:
-            warnings.warn(f"{path}.exclude_keys has no effect without checkpoints", stacklevel=2)
+            warnings.warn(f"{KEY}.exclude_keys has no effect without checkpoints", stacklevel=3)
         return None
     current = model.state_dict()
     merged: dict[str, torch.Tensor] = {}
     source: dict[str, str] = {}  # model key -> the file it came from, for error messages
     unexpected: dict[str, str] = {}  # key -> file
     if spec.base_ckpt_path is not None:
-        base = read_weights(spec.base_ckpt_path, path=f"{path}.base_ckpt_path")
-        if isinstance(base, torch.Tensor):
-            raise ConfigError(f"{path}.base_ckpt_path", "holds a single tensor, not a state dict")
+        with at("base_ckpt_path"):
+            base = read_weights(spec.base_ckpt_path)
+            if isinstance(base, torch.Tensor):
+                raise ConfigError("", "holds a single tensor, not a state dict")
         for key, value in base.items():
             if key in current:
                 merged[key] = value
@@ -81,22 +88,23 @@ def merge_load_checkpoint(
             else:
                 unexpected[key] = spec.base_ckpt_path
     for name, file in sorted(overrides.items(), key=lambda item: _depth(item[0])):
-        where = f"{path}.overridden_name2ckpt_path.{name}"
-        placed, extra = place(name, read_weights(file, path=where), current, path=where)
+        with at(f"overridden_name2ckpt_path.{name}"):
+            placed, extra = place(name, read_weights(file), current)
         merged.update(placed)
         source.update(dict.fromkeys(placed, file))
         unexpected.update(dict.fromkeys(extra, file))
-    excluded = _excluded(spec.exclude_keys, current, path=f"{path}.exclude_keys")
+    with at("exclude_keys"):
+        excluded = _excluded(spec.exclude_keys, current)
     for key in excluded:
         merged.pop(key, None)
     missing = [k for k in current if k not in merged and k not in excluded]
     if spec.strict and (missing or unexpected):
-        raise ConfigError(path, _mismatch_message(missing, unexpected))
-    _check_shapes(merged, current, source, path=path)
+        raise ConfigError("", _mismatch_message(missing, unexpected))
+    _check_shapes(merged, current, source)
     model.load_state_dict(merged, strict=False)
     if missing or unexpected:
         warnings.warn(
-            f"{path}: {_mismatch_message(missing, unexpected, strict=False)}", stacklevel=2
+            f"{KEY}: {_mismatch_message(missing, unexpected, strict=False)}", stacklevel=3
         )
     return LoadedWeights(tuple(merged), tuple(excluded), tuple(missing), tuple(unexpected))
 
@@ -123,13 +131,14 @@ def load_evaluation_weights(
         )
 
 
-def read_weights(file: str | Path, *, path: str) -> dict[str, torch.Tensor] | torch.Tensor:
-    """The state dict (or lone tensor) in ``file``; errors name the config key ``path``."""
+def read_weights(file: str | Path) -> dict[str, torch.Tensor] | torch.Tensor:
+    """The state dict (or lone tensor) in ``file``; errors are ``ConfigError``\\ s at the key
+    that names the file (the caller places them with ``okc.errors.at``)."""
     file = Path(file).expanduser()
     if file.is_dir():  # an FSDP2 run's sharded checkpoint
-        return _sharded_weights(file, path=path)
+        return _sharded_weights(file)
     if not file.is_file():
-        raise ConfigError(path, f"no such file: '{file}'")
+        raise ConfigError("", f"no such file: '{file}'")
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -140,34 +149,32 @@ def read_weights(file: str | Path, *, path: str) -> dict[str, torch.Tensor] | to
         found = re.search(r"GLOBAL (\S+)", str(err))
         what = found[1] if found else "objects"
         raise ConfigError(
-            path,
+            "",
             f"'{file}' holds Python objects besides tensors ({what}), which okc does not "
             "unpickle (weights_only=True); if you trust the file, save only its weights once: "
             "torch.save(torch.load(file, weights_only=False)['state_dict'], 'weights.pt')",
         ) from err
     except (RuntimeError, OSError, EOFError) as err:
-        raise ConfigError(path, f"cannot read '{file}': {err}") from err
+        raise ConfigError("", f"cannot read '{file}': {err}") from err
     if isinstance(data, torch.Tensor):
         return data
-    return _unwrap_keys(_state_dict(data, file, path))
+    return _unwrap_keys(_state_dict(data, file))
 
 
 def place(
     name: str,
     weights: Mapping[str, torch.Tensor] | torch.Tensor,
     model: Mapping[str, Any],
-    *,
-    path: str,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Model keys under ``name`` for the file's keys (module docstring, rule 1); leftover keys."""
     name = name.strip(" .")
     targets = {k for k in model if _under(k, name)}
     if not targets:
         hint = did_you_mean(name, _modules(model))
-        raise ConfigError(path, f"the model has no module or tensor '{name}'{hint}")
+        raise ConfigError("", f"the model has no module or tensor '{name}'{hint}")
     if isinstance(weights, torch.Tensor):
         if name not in model:
-            raise ConfigError(path, f"holds a single tensor, but '{name}' is a module")
+            raise ConfigError("", f"holds a single tensor, but '{name}' is a module")
         return {name: weights}, []
     prefixes = [name, *_ancestors(name)]
     placed: dict[str, torch.Tensor] = {}
@@ -181,7 +188,7 @@ def place(
             extra.append(key)
     if not placed:
         raise ConfigError(
-            path,
+            "",
             f"none of the file's keys ({_listed(list(weights))}) fits under '{name}' "
             f"({_listed(sorted(targets))})",
         )
@@ -191,17 +198,17 @@ def place(
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _sharded_weights(folder: Path, *, path: str) -> dict[str, torch.Tensor]:
+def _sharded_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The model weights of a sharded checkpoint folder, whole, in this process."""
     try:
         if "model" not in read_checkpoint(folder).get("sharded", ()):
             raise OkcError(f"{folder}: the folder holds no sharded model")
         return _unwrap_keys(read_whole(folder))
     except OkcError as err:
-        raise ConfigError(path, str(err)) from err
+        raise ConfigError("", str(err)) from err
 
 
-def _state_dict(data: Any, file: Path, path: str) -> Mapping[str, torch.Tensor]:
+def _state_dict(data: Any, file: Path) -> Mapping[str, torch.Tensor]:
     """okc's ``model``, Lightning's ``state_dict``, or the object itself."""
     if isinstance(data, Mapping):
         for key in ("model", "state_dict"):
@@ -211,7 +218,7 @@ def _state_dict(data: Any, file: Path, path: str) -> Mapping[str, torch.Tensor]:
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         keys = _listed(list(data)) if isinstance(data, Mapping) else type(data).__name__
         raise ConfigError(
-            path, f"'{file}' holds no state dict (found {keys}); expected tensors by name"
+            "", f"'{file}' holds no state dict (found {keys}); expected tensors by name"
         )
     return data
 
@@ -246,14 +253,14 @@ def _modules(keys: Mapping[str, Any]) -> set[str]:
     return {a for k in keys for a in [k, *_ancestors(k)]}
 
 
-def _excluded(exclude: Sequence[str], model: Mapping[str, Any], *, path: str) -> list[str]:
+def _excluded(exclude: Sequence[str], model: Mapping[str, Any]) -> list[str]:
     keys: list[str] = []
     for i, name in enumerate(exclude):
         name = name.strip(" .")
         hits = [k for k in model if _under(k, name)]
         if not hits:
             raise ConfigError(
-                f"{path}.{i}",
+                str(i),
                 f"the model has no module or tensor '{name}'{did_you_mean(name, _modules(model))}",
             )
         keys += hits
@@ -289,8 +296,6 @@ def _check_shapes(
     merged: Mapping[str, torch.Tensor],
     model: Mapping[str, torch.Tensor],
     source: Mapping[str, str],
-    *,
-    path: str,
 ) -> None:
     wrong = [
         f"{k} is {tuple(v.shape)} in {source.get(k, '?')} but {tuple(model[k].shape)} in the model"
@@ -299,4 +304,4 @@ def _check_shapes(
     ]
     if wrong:
         more = f" and {len(wrong) - _SHOWN} more" if len(wrong) > _SHOWN else ""
-        raise ConfigError(path, "shapes differ: " + "; ".join(wrong[:_SHOWN]) + more)
+        raise ConfigError("", "shapes differ: " + "; ".join(wrong[:_SHOWN]) + more)
