@@ -23,8 +23,9 @@ def raise_if(errors: list[ConfigError]) -> None:
         raise ConfigErrors(errors)
 
 
-def construct(target: Callable[..., Any], params: Mapping[str, Any] | None = None, /,
-              **injected: Any) -> Any:
+def construct(
+    target: Callable[..., Any], params: Mapping[str, Any] | None = None, /, **injected: Any
+) -> Any:
     """``target`` built from config ``params`` (bound by ``okc.config.params.bind``) plus
     ``injected``; errors relative to the params mapping.
 
@@ -42,8 +43,9 @@ def construct(target: Callable[..., Any], params: Mapping[str, Any] | None = Non
         raise ConfigError("", f"{getattr(target, '__name__', target)}: {err}") from err
 
 
-def make(registry: Registry, name: str, params: Mapping[str, Any] | None = None, /,
-         **injected: Any) -> Any:
+def make(
+    registry: Registry, name: str, params: Mapping[str, Any] | None = None, /, **injected: Any
+) -> Any:
     """The component of a ``{name, params}`` entry; errors at ``name`` or ``params.<key>``."""
     with at("name"):
         target = registry.get(name)
@@ -51,8 +53,9 @@ def make(registry: Registry, name: str, params: Mapping[str, Any] | None = None,
         return construct(target, params, **injected)
 
 
-def entry_problems(registry: Registry, name: str, params: Mapping[str, Any] | None,
-                   injected: Collection[str] = ()) -> list[ConfigError]:
+def entry_problems(
+    registry: Registry, name: str, params: Mapping[str, Any] | None, injected: Collection[str] = ()
+) -> list[ConfigError]:
     """``make``'s checks without building: the name resolves and the params bind."""
     try:
         with at("name"):
@@ -62,11 +65,16 @@ def entry_problems(registry: Registry, name: str, params: Mapping[str, Any] | No
     return under("params", problems(target, params, injected))
 
 
-# --- being retired: the key-path-threading forms (issue 19) ----------------------------------------
+# --- being retired: the key-path-threading forms (issue 19) ---------------------------------------
 
 
-def check_params(target: Callable[..., Any], params: Mapping[str, Any], *, path: str,
-                 injected: Collection[str] = ()) -> list[ConfigError]:
+def check_params(
+    target: Callable[..., Any],
+    params: Mapping[str, Any],
+    *,
+    path: str,
+    injected: Collection[str] = (),
+) -> list[ConfigError]:
     return under(path, problems(target, params, injected))
 
 
@@ -75,16 +83,29 @@ def resolve(registry: Registry, name: str, *, path: str) -> Any:
         return registry.get(name)
 
 
-def build(registry: Registry, name: str, params: Mapping[str, Any] | None = None, *,
-          name_path: str, params_path: str, **injected: Any) -> Any:
+def build(
+    registry: Registry,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    name_path: str,
+    params_path: str,
+    **injected: Any,
+) -> Any:
     target = resolve(registry, name, path=name_path)
     with at(params_path):
         return construct(target, params, **injected)
 
 
-def check_component(registry: Registry, name: str, params: Mapping[str, Any] | None, *,
-                    name_path: str, params_path: str,
-                    injected: Collection[str] = ()) -> list[ConfigError]:
+def check_component(
+    registry: Registry,
+    name: str,
+    params: Mapping[str, Any] | None,
+    *,
+    name_path: str,
+    params_path: str,
+    injected: Collection[str] = (),
+) -> list[ConfigError]:
     try:
         target = resolve(registry, name, path=name_path)
     except ConfigError as err:
@@ -95,10 +116,17 @@ def check_component(registry: Registry, name: str, params: Mapping[str, Any] | N
 def check_mapping(
     fn: Callable[..., Any], mapping: Mapping[str, str], *, path: str, what: str
 ) -> list[ConfigError]:
-    """Problems feeding ``fn`` with ``mapping`` ({argument: task output key}) from a config.
+    return under(path, mapping_problems(fn, mapping, what))
+
+
+def mapping_problems(
+    fn: Callable[..., Any], mapping: Mapping[str, str], what: str
+) -> list[ConfigError]:
+    """Problems feeding ``fn`` with ``mapping`` ({argument: task output key}) from a config,
+    relative to the mapping.
 
     A misspelled argument would otherwise be a TypeError inside the first step; here it is an
-    error at its key path. Signatures with ``*args``/``**kwargs`` accept anything.
+    error at its key. Signatures with ``*args``/``**kwargs`` accept anything.
     """
     try:
         params = inspect.signature(fn).parameters
@@ -115,11 +143,11 @@ def check_mapping(
         for arg in mapping:
             if arg not in named:
                 hint = did_you_mean(arg, named) or f"; it takes {', '.join(named) or 'nothing'}"
-                errors.append(ConfigError(f"{path}.{arg}", f"{what} takes no '{arg}'{hint}"))
+                errors.append(ConfigError(arg, f"{what} takes no '{arg}'{hint}"))
     if inspect.Parameter.VAR_POSITIONAL not in kinds:
         for name, p in named.items():
             if p.default is p.empty and name not in mapping:
                 errors.append(
-                    ConfigError(path, f"{what} needs '{name}'; map it to one of the task's outputs")
+                    ConfigError("", f"{what} needs '{name}'; map it to one of the task's outputs")
                 )
     return errors

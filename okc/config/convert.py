@@ -312,12 +312,13 @@ def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
     return [ConfigError(path, str(exc))]
 
 
-def structure(data: Any, cl: type[T], *, path: str = "") -> T:
-    """Structure plain data into ``cl``; raises ``ConfigErrors`` naming every bad key path."""
+def structure(data: Any, cl: type[T]) -> T:
+    """Structure plain data into ``cl``; raises ``ConfigErrors`` naming every bad key path
+    (relative to ``data``; the caller places them with ``okc.errors.at``)."""
     try:
         return converter.structure(data, cl)
     except (ClassValidationError, IterableValidationError, Mismatch, ParamError) as exc:
-        raise ConfigErrors(config_errors(exc, path)) from None
+        raise ConfigErrors(config_errors(exc)) from None
 
 
 def unstructure(obj: Any) -> Any:

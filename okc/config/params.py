@@ -12,7 +12,10 @@ Every registered component declares its params once:
   component is built as ``Component(**params, **injected)``. Library components (``torch.optim``,
   ``torchmetrics``, ``timm``) are bound this way too.
 
-``bind`` is the only place a config's ``params`` are checked: ``okc check`` calls it and so does
+The experiment keeps each ``params`` as the mapping the user wrote: which class structures it is
+known only once ``name`` resolves (after the experiment's ``imports`` load user modules), and the
+resolved print shows the file as written. ``bind`` is the only place a config's ``params`` are
+checked: ``okc check`` calls it and so does
 building, so a rule is stated once and a built component never re-validates. Errors are relative
 to the params mapping (``lr: expected float, got 'ten'``); callers place them with
 ``okc.errors.at``/``under``.
