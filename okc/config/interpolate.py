@@ -6,6 +6,11 @@ keys, absolute (``${logger.log_dir}``) or relative to the containing node (``${.
 string that is exactly one reference keeps the referenced value's type (``${trainer.max_epochs}``
 is an int).
 ``\\${`` escapes a literal ``${``.
+
+Where okc and OmegaConf could differ, okc follows OmegaConf, checked case by case against it in
+tests/test_interpolate_omegaconf.py (backslash runs before ``${``, quoted ``oc.env`` defaults,
+relative references that climb above the root). okc's deliberate differences are listed in that
+test's table: a typed ``oc.env`` default, only the resolvers above, clearer errors.
 """
 
 from __future__ import annotations
@@ -31,24 +36,23 @@ def _dotted(parts: tuple) -> str:
 
 
 def _split_top(body: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside nested ``${...}``."""
-    out, depth, cur = [], 0, ""
-    i = 0
-    while i < len(body):
-        if body.startswith("${", i):
+    """Split on ``sep`` outside nested ``${...}``, ``[...]``, ``{...}`` and quotes: as in
+    OmegaConf's grammar, ``'a,b'`` and ``[1,2]`` are each one argument."""
+    out, depth, cur, quote = [], 0, "", ""
+    for ch in body:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
             depth += 1
-            cur += "${"
-            i += 2
-            continue
-        ch = body[i]
-        if ch == "}" and depth:
+        elif ch in "]}" and depth:
             depth -= 1
-        if ch == sep and not depth:
+        elif ch == sep and not depth:
             out.append(cur)
             cur = ""
-        else:
-            cur += ch
-        i += 1
+            continue
+        cur += ch
     out.append(cur)
     return out
 
@@ -85,12 +89,31 @@ class _Resolver:
         return value
 
     def string(self, s: str, path: tuple) -> Any:
+        r"""Resolve the interpolations in ``s``.
+
+        As in OmegaConf, backslashes count only in a run right before ``${``: there each pair is
+        one backslash, and an odd one left over escapes the ``${`` (``\\${a}`` is a backslash then
+        the value of ``a``; ``\${a}`` is the text ``${a}``). Anywhere else they are kept as written.
+        """
         pieces: list[Any] = []
         i = 0
         while i < len(s):
-            if s.startswith("\\${", i):
-                pieces.append("${")
-                i += 3
+            if s[i] == "\\":
+                j = i
+                while j < len(s) and s[j] == "\\":
+                    j += 1
+                if not s.startswith("${", j):
+                    pieces.append(s[i:j])
+                    i = j
+                    continue
+                pairs, escaped = divmod(j - i, 2)
+                if pairs:
+                    pieces.append("\\" * pairs)
+                if escaped:
+                    pieces.append("${")
+                    i = j + 2
+                else:
+                    i = j
             elif s.startswith("${", i):
                 end = _find_close(s, i)
                 if end < 0:
@@ -99,7 +122,7 @@ class _Resolver:
                 i = end + 1
             else:
                 j = i
-                while j < len(s) and not s.startswith("${", j) and not s.startswith("\\${", j):
+                while j < len(s) and s[j] != "\\" and not s.startswith("${", j):
                     j += 1
                 pieces.append(s[i:j])
                 i = j
@@ -124,11 +147,17 @@ class _Resolver:
     def env(self, arg: str, path: tuple, *, resolver: str) -> Any:
         name, *default = _split_top(arg, ",")
         name = str(self.string(name.strip(), path))
+        if len(default) > 1:  # OmegaConf passes each unquoted comma's piece as another argument
+            raise ConfigError(
+                _dotted(path),
+                f"${{{resolver}:{arg}}} has more than one default; quote a default that holds "
+                f"a comma: ${{{resolver}:{name},'a,b'}}",
+            )
         value = os.environ.get(name)
         if value is not None:
             return value
-        if default:  # like OmegaConf, a default is a YAML scalar: `${oc.env:X,null}` is None
-            value = self.string(",".join(default).strip(), path)
+        if default:  # a YAML scalar: `${oc.env:X,null}` is None (OmegaConf: str() of non-null)
+            value = self.string(default[0].strip(), path)
             return parse_value(value) if isinstance(value, str) else value
         raise ConfigError(
             _dotted(path),
@@ -139,7 +168,13 @@ class _Resolver:
     def reference(self, ref: str, path: tuple) -> Any:
         if ref.startswith("."):
             dots = len(ref) - len(ref.lstrip("."))
-            base = path[: max(len(path) - dots, 0)]
+            if dots > len(path):  # OmegaConf refuses to climb above the root; so does okc
+                raise ConfigError(
+                    _dotted(path),
+                    f"interpolation ${{{ref}}}: {dots} dots climb above the top of the config "
+                    f"(from '{_dotted(path)}', at most {len(path)})",
+                )
+            base = path[: len(path) - dots]
             parts = (*base, *ref.lstrip(".").split("."))
         else:
             parts = tuple(ref.split("."))
