@@ -16,7 +16,7 @@ import torch
 from okc.config.bind import check_component, resolve
 from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment
-from okc.errors import ConfigError
+from okc.errors import ConfigError, under
 from okc.loggers import check_logger
 from okc.models import MODEL_KEYS, check_model_params
 from okc.models.parts import ChecksParams
@@ -80,13 +80,13 @@ def _check_losses(exp: Experiment) -> list[ConfigError]:
         return []
     from okc.losses import check_joint_loss
 
-    return check_joint_loss(exp.joint_loss, path="joint_loss")
+    return under("joint_loss", check_joint_loss(exp.joint_loss))
 
 
 def _check_optimization(exp: Experiment) -> list[ConfigError]:
     from okc.optim import check_optimization
 
-    return check_optimization(exp.optimization, path="optimization")
+    return under("optimization", check_optimization(exp.optimization))
 
 
 def _check_data(exp: Experiment) -> list[ConfigError]:
@@ -98,7 +98,7 @@ def _check_data(exp: Experiment) -> list[ConfigError]:
 def _check_metrics(exp: Experiment) -> list[ConfigError]:
     from okc.metrics import check_metrics
 
-    errors = check_metrics(exp.metrics, path="metrics")
+    errors = under("metrics", check_metrics(exp.metrics))
     for i, metric in enumerate(exp.metrics):
         for key, phase in (("val_dataloader_idxs", "VALID"), ("test_dataloader_idxs", "TEST")):
             loaders = len(getattr(exp.data, phase))
@@ -131,7 +131,7 @@ def _check_callbacks(exp: Experiment) -> list[ConfigError]:
 
 
 def _check_logger(exp: Experiment) -> list[ConfigError]:
-    return check_logger(exp)
+    return under("logger", check_logger(exp.logger))
 
 
 def _check_files(exp: Experiment) -> list[ConfigError]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from okc.config import schema
-from okc.errors import OkcError
+from okc.errors import OkcError, under
 from okc.losses import JointLoss, build_joint_loss, check_joint_loss
 from okc.losses.bce import BCEWithLogitsLoss
 from okc.losses.contrastive import ContrastiveLoss, NT_XentLoss
@@ -133,7 +133,7 @@ def test_check_finds_names_params_and_mapping_problems_at_their_paths():
             schema.Loss(name="NT_XentLoss", mapping={"emb1": "a"}),
         )
     )
-    errors = {e.path: e.message for e in check_joint_loss(spec)}
+    errors = {e.path: e.message for e in under("joint_loss", check_joint_loss(spec))}
     assert "CrossEntropyLoss" in errors["joint_loss.losses.0.name"]
     assert "did you mean 'input'" in errors["joint_loss.losses.1.mapping.inptu"]
     assert "needs 'input'" in errors["joint_loss.losses.1.mapping"]

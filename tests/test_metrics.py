@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torchmetrics
 
 from okc.config.schema import Metric, Phase
-from okc.errors import OkcError
+from okc.errors import OkcError, under
 from okc.metrics import MetricsManager, check_metrics
 from okc.registry import METRICS
 
@@ -89,7 +89,7 @@ def test_duplicate_log_names_and_bad_indices_are_config_errors():
             Metric(name="Accuracy", mapping=MAP, params=ACC, tag="a", val_dataloader_idxs=(1, 1)),
         ]
     )
-    by_path = {e.path: e.message for e in errors}
+    by_path = {e.path: e.message for e in under("metrics", errors)}
     assert (
         "'Accuracy' is already logged by metrics.0 (in TRAIN, VALID, TEST, PREDICT)"
         in by_path["metrics.1.tag"]
@@ -221,7 +221,7 @@ def test_check_reports_names_params_and_mapping_arguments():
             Metric(name="Accuracy", mapping=MAP, params={"task": "multiclass", "num_clases": 3}),
         ]
     )
-    by_path = {e.path: e.message for e in errors}
+    by_path = {e.path: e.message for e in under("metrics", errors)}
     assert "did you mean 'Accuracy'" in by_path["metrics.0.name"]
     assert "did you mean 'preds'" in by_path["metrics.1.mapping.pred"]
     assert "did you mean 'num_classes'" in by_path["metrics.2.params.num_clases"]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from okc.config import schema
-from okc.errors import OkcError
+from okc.errors import OkcError, under
 from okc.optim import build_optimization, check_optimization, scheduler_step, step_schedulers
 
 
@@ -173,7 +173,7 @@ def test_check_optimization_finds_problems_without_a_model():
         opt("SGD", modules=["a"], scheduler=sched("StepLR")),
         opt("SGD", modules=["b"], scheduler=sched("StepLR", step_size=1, frequency=0)),
     ]
-    by_path = {e.path: e.message for e in check_optimization(specs)}
+    by_path = {e.path: e.message for e in under("optimization", check_optimization(specs))}
     assert "did you mean 'Adam'" in by_path["optimization.0.optimizer.name"]
     assert "did you mean 'momentum'" in by_path["optimization.1.optimizer.params.momentun"]
     assert (

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torchmetrics
 
-from okc.config.bind import build, check_params
-from okc.errors import ConfigError, ConfigErrors
+from okc.config.bind import make
+from okc.config.params import problems
+from okc.errors import ConfigError, ConfigErrors, at, under
 from okc.registry import LOSSES, METRICS, OPTIMIZERS, SCHEDULERS, Registry, UnknownNameError
 
 
@@ -96,13 +97,12 @@ def test_non_losses_of_torch_nn_are_not_losses() -> None:
 
 
 def test_check_params_against_signatures() -> None:
-    errors = check_params(
+    errors = problems(
         torch.optim.SGD,
         {"lr": 0.1, "momentm": 0.9, "nesterov": "yes", "params": []},
-        path="optimization.0.optimizer.params",
         injected=("params",),
     )
-    assert [str(e) for e in errors] == [
+    assert [str(e) for e in under("optimization.0.optimizer.params", errors)] == [
         "optimization.0.optimizer.params.momentm: SGD has no parameter 'momentm', "
         "did you mean 'momentum'?",
         "optimization.0.optimizer.params.nesterov: expected bool, got 'yes'",
@@ -110,17 +110,18 @@ def test_check_params_against_signatures() -> None:
     ]
 
 
-def test_build_reports_missing_and_constructor_errors() -> None:
-    with pytest.raises(ConfigErrors, match=r"^x\.params: Linear needs 'out_features'"):
-        reg = Registry("layers")
-        reg.register(torch.nn.Linear)
-        build(reg, "Linear", {"in_features": 3}, name_path="x.name", params_path="x.params")
-    with pytest.raises(ConfigError, match=r"^x\.name: unknown loss 'L1Los'"):
-        build(LOSSES, "L1Los", {}, name_path="x.name", params_path="x.params")
-    with pytest.raises(ConfigErrors, match=r"^m\.params\.task: expected 'binary' \| 'multiclass'"):
-        build(METRICS, "Accuracy", {"task": "nonsense"}, name_path="m.name", params_path="m.params")
+def test_make_reports_missing_and_constructor_errors() -> None:
+    reg = Registry("layers")
+    reg.register(torch.nn.Linear)
+    with pytest.raises(ConfigErrors, match=r"^x\.params: Linear needs 'out_features'"), at("x"):
+        make(reg, "Linear", {"in_features": 3})
+    with pytest.raises(ConfigError, match=r"^x\.name: unknown loss 'L1Los'"), at("x"):
+        make(LOSSES, "L1Los", {})
+    with (
+        pytest.raises(ConfigErrors, match=r"^m\.params\.task: expected 'binary' \| 'multi"),
+        at("m"),
+    ):
+        make(METRICS, "Accuracy", {"task": "nonsense"})
     # errors raised by the constructor itself are reported at the params' key path
-    with pytest.raises(ConfigError, match=r"^m\.params: Accuracy: .*num_classes"):
-        build(
-            METRICS, "Accuracy", {"task": "multiclass"}, name_path="m.name", params_path="m.params"
-        )
+    with pytest.raises(ConfigError, match=r"^m\.params: Accuracy: .*num_classes"), at("m"):
+        make(METRICS, "Accuracy", {"task": "multiclass"})

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from okc.config.schema import Metric, Phase
-from okc.errors import ConfigErrors, OkcError
+from okc.errors import ConfigErrors, OkcError, under
 from okc.metrics import MetricsManager, check_metrics
 from okc.metrics.retrieval import (
     HitAtKMeter,
@@ -267,10 +267,13 @@ def test_query_without_relevant_items() -> None:
 def test_bad_params_and_inputs_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="exact_index: okc always searches exactly"):
         HitAtKMeter(dataset_type="classification", exact_index=False)
-    with pytest.raises(ValueError, match="dataset_type: must be classification or representation"):
-        HitAtKMeter(dataset_type="pairs")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="metric_distance: must be IP or L2"):
-        HitAtKMeter(dataset_type="classification", metric_distance="cos")  # type: ignore[arg-type]
+    bad = Metric(
+        name="HitAtKMeter", mapping={}, params={"dataset_type": "pairs", "metric_distance": "cos"}
+    )
+    assert [str(e) for e in check_metrics([bad])] == [
+        "0.params.dataset_type: expected 'classification' | 'representation', got 'pairs'",
+        "0.params.metric_distance: expected 'IP' | 'L2', got 'cos'",
+    ]
     with pytest.raises(OkcError, match="needs group_labels.*group_labels: target"):
         HitAtKMeter(dataset_type="classification").update(torch.ones(2, 3))
     with pytest.raises(OkcError, match="needs query_idxs and scores"):
@@ -299,7 +302,7 @@ def test_config_names_params_and_mapping_through_the_manager() -> None:
     assert manager.on_epoch_end(Phase.VALID) == {"valid/HitAtKMeter": pytest.approx(1.0)}
     bad = Metric(name="HitAtKMeter", params={"dataset_type": "classification", "kk": 1},
                  mapping={"vectors": "emb1"})  # fmt: skip
-    errors = check_metrics([bad])
+    errors = under("metrics", check_metrics([bad]))
     assert [e.path for e in errors] == ["metrics.0.params.kk"]
     with pytest.raises(ConfigErrors, match="did you mean 'k'"):
         MetricsManager([bad])

@@ -17,9 +17,10 @@ from okc.callbacks.lr_monitor import LearningRateMonitor
 from okc.callbacks.model_checkpoint import ModelCheckpoint
 from okc.callbacks.progress import ProgressBar
 from okc.callbacks.train_images import TrainImageGrid
-from okc.config.bind import build
+from okc.config.bind import make
 from okc.config.schema import Experiment
 from okc.engine.hooks import Callback
+from okc.errors import at
 from okc.loggers.tensorboard import tensorboard_available
 from okc.registry import CALLBACKS
 
@@ -28,10 +29,9 @@ def build_callbacks(exp: Experiment, stage: str) -> list[Callback]:
     """The experiment's callbacks plus okc's defaults, for ``stage``."""
     callbacks: list[Callback] = []
     for i, c in enumerate(exp.callbacks):
-        cb = build(CALLBACKS, c.name, c.params, name_path=f"callbacks.{i}.name",
-                   params_path=f"callbacks.{i}.params")  # fmt: skip
-        cb.config_path = f"callbacks.{i}.params"
-        callbacks.append(cb)
+        with at(f"callbacks.{i}"):
+            callbacks.append(make(CALLBACKS, c.name, c.params))
+        callbacks[-1].config_path = f"callbacks.{i}.params"  # where its run-time errors point
     trainer = exp.trainer
     if trainer.fast_dev_run or trainer.enable_checkpointing is False:
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]

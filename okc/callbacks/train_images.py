@@ -26,7 +26,7 @@ from torch import Tensor
 
 from okc.config.schema import Experiment
 from okc.engine.hooks import Callback, RunView
-from okc.errors import ConfigError
+from okc.errors import ParamError
 from okc.loggers.tensorboard import tensorboard_dir, write_images
 from okc.registry import AUGMENTATIONS, CALLBACKS, DATASETS
 
@@ -39,7 +39,7 @@ class TrainImageGrid(Callback):
 
     def __init__(self, *, num_images: int = 16) -> None:
         if num_images < 1:
-            raise ConfigError(self.config_path, f"num_images must be >= 1, got {num_images}")
+            raise ParamError("num_images", f"must be >= 1, got {num_images}")
         self.num_images = num_images
         self._pending = False
         self._exp: Experiment | None = None

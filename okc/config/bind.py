@@ -113,12 +113,6 @@ def check_component(
     return check_params(target, dict(params or {}), path=params_path, injected=injected)
 
 
-def check_mapping(
-    fn: Callable[..., Any], mapping: Mapping[str, str], *, path: str, what: str
-) -> list[ConfigError]:
-    return under(path, mapping_problems(fn, mapping, what))
-
-
 def mapping_problems(
     fn: Callable[..., Any], mapping: Mapping[str, str], what: str
 ) -> list[ConfigError]:

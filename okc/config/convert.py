@@ -282,7 +282,10 @@ def _unknown_key(cl: type, key: str, known: list[str]) -> str:
     moved = _MOVED.get((cl.__name__, key))
     if moved:
         return f"unknown key (an early TorchOk format; it is {moved} now)"
-    return "unknown key" + did_you_mean(key, known)
+    hint = did_you_mean(key, known)
+    if not hint and len(known) <= 3:  # a small class: name its keys
+        hint = "; use " + " or ".join(known)
+    return "unknown key" + hint
 
 
 def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from okc.config.bind import build
+from okc.config.bind import make
 from okc.config.schema import Experiment, Phase, Trainer
-from okc.errors import ConfigError
+from okc.errors import ConfigError, at
 from okc.registry import TASKS
 from okc.tasks.base import BaseTask
 
@@ -35,9 +35,8 @@ def warn_unsupported(trainer: Trainer) -> None:
 
 
 def build_task(exp: Experiment) -> BaseTask:
-    return build(
-        TASKS, exp.task.name, exp.task.params, name_path="task.name", params_path="task.params"
-    )
+    with at("task"):
+        return make(TASKS, exp.task.name, exp.task.params)
 
 
 @attrs.frozen

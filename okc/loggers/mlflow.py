@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from okc.errors import ConfigError, OkcError
+from okc.errors import OkcError, ParamError, at
 from okc.loggers.packages import require
 from okc.registry import LOGGERS
 
@@ -54,14 +54,15 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 @contextlib.contextmanager
 def _mlflow_errors(key: str) -> Iterator[None]:
-    """MLflow's exceptions (a bad URI, a refused store, an unknown run id) as config errors."""
+    """MLflow's exceptions (a bad URI, a refused store, an unknown run id) as errors at ``key``
+    of the logger's params."""
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as err:
         message = str(err).split(". See ")[0]  # without the link to MLflow's docs
-        raise ConfigError(f"logger.params.{key}", f"MLflow: {message}") from err
+        raise ParamError(key, f"MLflow: {message}") from err
 
 
 @LOGGERS.register
@@ -86,7 +87,7 @@ class MLFlowLogger:
         log_model: bool | None = None,
         hyperparams: Mapping[str, Any] | None = None,
     ) -> None:
-        require("mlflow", what=type(self).__name__, path="logger.name")
+        require("mlflow", what=type(self).__name__)
         self.run_dir = Path(run_dir)
         root = Path(log_dir if log_dir is not None else run_dir).expanduser().resolve()
         default_uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -122,7 +123,7 @@ class MLFlowLogger:
         """The MLflow run's id, starting the run (and logging the params) on first use."""
         if self._active is not None:
             return self._active
-        with _mlflow_errors("run_id" if self.run_id else "tracking_uri"):
+        with at("logger.params"), _mlflow_errors("run_id" if self.run_id else "tracking_uri"):
             if self.run_id is not None:
                 self._active = self._client.get_run(self.run_id).info.run_id  # resume it
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from okc.errors import ConfigError
+from okc.errors import OkcError
 
 # package to import → the okc extra that installs it
 EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "matplotlib": "plot"}
@@ -14,13 +14,13 @@ def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def missing_package_error(package: str, *, what: str, path: str) -> ConfigError:
-    """``what`` (a logger name, a feature) cannot run without ``package``."""
+def missing_package(package: str, *, what: str) -> str:
+    """Why ``what`` (a logger name, a feature) cannot run without ``package``."""
     extra = EXTRAS.get(package)
     how = f"pip install 'okc[{extra}]'" if extra else f"pip install {package}"
-    return ConfigError(path, f"{what} needs the {package} package, which is not installed: {how}")
+    return f"{what} needs the {package} package, which is not installed: {how}"
 
 
-def require(package: str, *, what: str, path: str) -> None:
+def require(package: str, *, what: str) -> None:
     if not installed(package):
-        raise missing_package_error(package, what=what, path=path)
+        raise OkcError(missing_package(package, what=what))

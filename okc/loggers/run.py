@@ -11,11 +11,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from okc.config.bind import build, check_params, resolve
+from okc.config.bind import entry_problems, make, raise_if
 from okc.config.schema import Experiment, Logger
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, OkcError, at
 from okc.loggers.files import CSVLogger, JSONLLogger
-from okc.loggers.packages import installed, missing_package_error
+from okc.loggers.packages import installed, missing_package
 from okc.loggers.tensorboard import TensorBoardLogger, tensorboard_available
 from okc.paths import logs_dir
 from okc.registry import LOGGERS
@@ -138,22 +138,20 @@ def supplied_names(target: Any, params: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def check_logger(exp: Experiment) -> list[ConfigError]:
-    """``okc check`` for the logger section: the name, its params, its package."""
-    spec = exp.logger
+def check_logger(spec: Logger | None) -> list[ConfigError]:
+    """``okc check`` for the logger section (the name, its params, its package), relative to it."""
     if spec is None:
         return []
-    try:
-        target = resolve(LOGGERS, spec.name, path="logger.name")
-    except ConfigError as err:
-        return [err]
-    errors = check_params(
-        target, spec.params, path="logger.params", injected=supplied_names(target, spec.params)
-    )
+    errors = entry_problems(LOGGERS, spec.name, spec.params, _supplied(spec))
     package = REQUIRES.get(spec.name)
     if package and not installed(package):
-        errors.append(missing_package_error(package, what=spec.name, path="logger.name"))
+        errors.append(ConfigError("name", missing_package(package, what=spec.name)))
     return errors
+
+
+def _supplied(spec: Logger) -> tuple[str, ...]:
+    target = LOGGERS.find(spec.name)
+    return () if target is None else supplied_names(target, spec.params)
 
 
 def build_run_logger(exp: Experiment, run_dir: Path) -> RunLogger:
@@ -163,13 +161,11 @@ def build_run_logger(exp: Experiment, run_dir: Path) -> RunLogger:
     wanted = spec.name if spec else None
     computed = computed_params(exp, run_dir)
     try:
-        if wanted not in (None, "CSVLogger", "JSONLLogger"):
-            target = resolve(LOGGERS, wanted, path="logger.name")
-            supplied = {k: computed[k] for k in supplied_names(target, spec.params)}
-            sinks.append(
-                build(LOGGERS, wanted, spec.params, name_path="logger.name",
-                      params_path="logger.params", **supplied)
-            )  # fmt: skip
+        if spec is not None and wanted not in ("CSVLogger", "JSONLLogger"):
+            with at("logger"):
+                raise_if(check_logger(spec))
+                supplied = {k: computed[k] for k in _supplied(spec)}
+                sinks.append(make(LOGGERS, spec.name, spec.params, **supplied))
         if wanted != "TensorBoardLogger" and tensorboard_available():
             sinks.append(TensorBoardLogger(run_dir=run_dir, hyperparams=computed["hyperparams"]))
     except BaseException:

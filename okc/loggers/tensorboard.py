@@ -65,7 +65,7 @@ class TensorBoardLogger:
         filename_suffix: str = "",
         hyperparams: Mapping[str, Any] | None = None,
     ) -> None:
-        require("tensorboard", what="TensorBoardLogger", path="logger.name")
+        require("tensorboard", what="TensorBoardLogger")
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(run_dir) / "tensorboard" / (sub_dir or "")
@@ -141,7 +141,7 @@ def write_images(log_dir: Path, images: Mapping[str, Any], *, step: int) -> None
     Its own small event file beside the logger's (``*.images``): TensorBoard reads every event
     file of a run folder as one run, and the logger's writer stays the loop's alone.
     """
-    require("tensorboard", what="TensorBoard images", path="logger.name")
+    require("tensorboard", what="TensorBoard images")
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(log_dir), filename_suffix=".images")

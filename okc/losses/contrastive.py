@@ -59,12 +59,6 @@ class ContrastiveLoss(nn.Module):
         mining: PairMining = "all",
     ) -> None:
         super().__init__()
-        if mining not in ("all", "hard"):
-            raise ValueError(f"mining must be 'all' or 'hard', got {mining!r}")
-        if reg not in (None, "L1", "L2"):
-            raise ValueError(f"reg must be 'L1', 'L2' or null, got {reg!r}")
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.margin = margin
         self.reg = reg
         self.reduction: Reduction = reduction
@@ -99,8 +93,6 @@ class NT_XentLoss(nn.Module):  # TorchOk's registered name
 
     def __init__(self, *, reduction: Reduction = "mean", temperature: float = 1.0) -> None:
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction: Reduction = reduction
         self.temperature = temperature
 

@@ -54,15 +54,9 @@ def weight_reduce(
     return loss.sum() if reduction == "sum" else loss
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("none", "mean", "sum"):
-        raise ParamError("reduction", f"expected none, mean or sum, got {reduction!r}")
-
-
 class _MMLoss(nn.Module):
     def __init__(self, *, reduction: Reduction, loss_weight: float) -> None:
         super().__init__()
-        _check_reduction(reduction)
         self.reduction, self.loss_weight = reduction, loss_weight
 
 
@@ -172,8 +166,6 @@ class MMIoULoss(_BoxLoss):
         mode: Literal["linear", "square", "log"] = "log",
     ) -> None:
         super().__init__(reduction=reduction, loss_weight=loss_weight)
-        if mode not in ("linear", "square", "log"):
-            raise ParamError("mode", f"expected linear, square or log, got {mode!r}")
         self.mode, self.eps = ("linear" if linear else mode), eps
 
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:

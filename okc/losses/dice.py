@@ -43,8 +43,6 @@ class DiceLoss(nn.Module):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__()
-        if mode not in ("binary", "multiclass", "multilabel"):
-            raise ValueError(f"mode must be 'binary', 'multiclass' or 'multilabel', got {mode!r}")
         if classes is not None and mode == "binary":
             raise ValueError("classes cannot be chosen in binary mode (there is one class)")
         self.mode = mode

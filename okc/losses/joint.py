@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from okc.config import schema
-from okc.config.bind import build, check_mapping, check_params, raise_if
-from okc.errors import ConfigError, OkcError
+from okc.config.bind import entry_problems, make, mapping_problems, raise_if
+from okc.errors import ConfigError, at, join, under
 from okc.registry import LOSSES
 
 TOTAL = "loss"  # the key of the total in logs and step outputs
@@ -38,21 +38,18 @@ class JointLoss(nn.Module):
         tags: Sequence[str | None] | None = None,
         weights: Sequence[float | None] | None = None,
         normalize_weights: bool = True,
-        path: str = "joint_loss",
     ) -> None:
+        """Errors are relative to the ``joint_loss`` section (``losses.1.weight``)."""
         super().__init__()
         num = len(losses)
-        if not num:
-            raise ConfigError(f"{path}.losses", "needs at least one loss")
         tags = list(tags) if tags is not None else [None] * num
         weights = list(weights) if weights is not None else [None] * num
         assert len(mappings) == len(tags) == len(weights) == num, "one mapping/tag/weight per loss"
-        raise_if(_weight_errors(weights, path) + _tag_errors(tags, path))
+        raise_if(_rule_errors(tags, weights, normalize_weights))
         self.losses = nn.ModuleList(losses)
         self.mappings = tuple(dict(m) for m in mappings)
         self.tags = _unique_tags([type(m).__name__ for m in losses], tags)
-        self.weights = _final_weights(weights, normalize_weights, path)
-        self.path = path
+        self.weights = _final_weights(weights, normalize_weights)
 
     def forward(
         self, outputs: Mapping[str, torch.Tensor]
@@ -81,12 +78,13 @@ class JointLoss(nn.Module):
         return frozenset(k for m in self.mappings for k in m.values())
 
     def check_outputs(self, keys: Collection[str]) -> None:
-        """Raise a ConfigError per mapping entry that names a key the task does not produce."""
+        """Raise a ConfigError per mapping entry (``joint_loss.losses.<i>.mapping.<arg>``) that
+        names a key the task does not produce."""
         available = ", ".join(sorted(keys)) or "nothing"
         raise_if(
             [
                 ConfigError(
-                    f"{self.path}.losses.{i}.mapping.{arg}",
+                    join("joint_loss.losses", i, "mapping", arg),
                     f"the task's outputs have no '{key}'; it produces: {available}",
                 )
                 for i, mapping in enumerate(self.mappings)
@@ -96,51 +94,38 @@ class JointLoss(nn.Module):
         )
 
 
-def check_joint_loss(spec: schema.JointLoss, *, path: str = "joint_loss") -> list[ConfigError]:
-    """Every problem in ``spec`` found before building: names, params, mappings, weights."""
+def check_joint_loss(spec: schema.JointLoss) -> list[ConfigError]:
+    """Every problem in ``spec`` found before building (names, params, mappings, weights, tags),
+    relative to the ``joint_loss`` section."""
     errors: list[ConfigError] = []
-    if not spec.losses:
-        errors.append(ConfigError(f"{path}.losses", "needs at least one loss"))
     for i, loss in enumerate(spec.losses):
-        where = f"{path}.losses.{i}"
+        found = entry_problems(LOSSES, loss.name, loss.params)
         target = LOSSES.find(loss.name)
-        if target is None:
-            errors.append(ConfigError(f"{where}.name", LOSSES.unknown_message(loss.name)))
-            continue
-        errors += check_params(target, loss.params, path=f"{where}.params")
-        forward = getattr(target, "forward", target)
-        errors += check_mapping(forward, loss.mapping, path=f"{where}.mapping", what=loss.name)
-    weights = [loss.weight for loss in spec.losses]
-    errors += _weight_errors(weights, path) + _tag_errors([loss.tag for loss in spec.losses], path)
-    if not errors:
-        try:
-            _final_weights(weights, spec.normalize_weights, path)
-        except OkcError as err:
-            errors.append(err if isinstance(err, ConfigError) else ConfigError(path, str(err)))
-    return errors
+        if target is not None:
+            forward = getattr(target, "forward", target)
+            found += under("mapping", mapping_problems(forward, loss.mapping, loss.name))
+        errors += under(join("losses", i), found)
+    tags, weights = [loss.tag for loss in spec.losses], [loss.weight for loss in spec.losses]
+    return errors + _rule_errors(tags, weights, spec.normalize_weights)
 
 
-def build_joint_loss(spec: schema.JointLoss, *, path: str = "joint_loss") -> JointLoss:
-    """Check ``spec``, then build each loss from the registry (``torch.nn`` names included)."""
-    raise_if(check_joint_loss(spec, path=path))
-    modules = [
-        build(
-            LOSSES,
-            loss.name,
-            _tensors_from_lists(LOSSES.get(loss.name), loss.params),
-            name_path=f"{path}.losses.{i}.name",
-            params_path=f"{path}.losses.{i}.params",
+def build_joint_loss(spec: schema.JointLoss) -> JointLoss:
+    """Check ``spec``, then build each loss from the registry (``torch.nn`` names included);
+    errors at ``joint_loss.<key>``."""
+    with at("joint_loss"):
+        raise_if(check_joint_loss(spec))
+        modules = []
+        for i, loss in enumerate(spec.losses):
+            with at(join("losses", i)):
+                params = _tensors_from_lists(LOSSES.get(loss.name), loss.params)
+                modules.append(make(LOSSES, loss.name, params))
+        return JointLoss(
+            modules,
+            mappings=[loss.mapping for loss in spec.losses],
+            tags=[loss.tag for loss in spec.losses],
+            weights=[loss.weight for loss in spec.losses],
+            normalize_weights=spec.normalize_weights,
         )
-        for i, loss in enumerate(spec.losses)
-    ]
-    return JointLoss(
-        modules,
-        mappings=[loss.mapping for loss in spec.losses],
-        tags=[loss.tag for loss in spec.losses],
-        weights=[loss.weight for loss in spec.losses],
-        normalize_weights=spec.normalize_weights,
-        path=path,
-    )
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -163,38 +148,34 @@ def _tensors_from_lists(target: Any, params: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-def _weight_errors(weights: Sequence[float | None], path: str) -> list[ConfigError]:
+def _rule_errors(
+    tags: Sequence[str | None], weights: Sequence[float | None], normalize: bool
+) -> list[ConfigError]:
+    """The rules across losses: at least one, weights for all or none, distinct tags that leave
+    ``loss`` to the total, weights that can be normalized."""
+    if not tags:
+        return [ConfigError("losses", "needs at least one loss")]
+    errors: list[ConfigError] = []
     given = [w is not None for w in weights]
     if any(given) and not all(given):
-        first = given.index(False)
-        return [
-            ConfigError(
-                f"{path}.losses.{first}.weight",
-                "set a weight for every loss or for none (then they weigh the same)",
-            )
-        ]
-    return []
-
-
-def _tag_errors(tags: Sequence[str | None], path: str) -> list[ConfigError]:
-    errors: list[ConfigError] = []
+        where = join("losses", given.index(False), "weight")
+        errors.append(
+            ConfigError(where, "set a weight for every loss or for none (then they weigh the same)")
+        )
     seen: dict[str, int] = {}
     for i, tag in enumerate(tags):
-        if tag is None:
-            continue
         if tag == TOTAL:
             errors.append(
-                ConfigError(
-                    f"{path}.losses.{i}.tag", f"'{TOTAL}' names the total; pick another tag"
-                )
+                ConfigError(f"losses.{i}.tag", f"'{TOTAL}' names the total; pick another tag")
             )
         elif tag in seen:
             errors.append(
-                ConfigError(
-                    f"{path}.losses.{i}.tag", f"'{tag}' is already the tag of losses.{seen[tag]}"
-                )
+                ConfigError(f"losses.{i}.tag", f"'{tag}' is already the tag of losses.{seen[tag]}")
             )
-        seen.setdefault(tag, i)
+        if tag is not None:
+            seen.setdefault(tag, i)
+    if not errors and normalize and not sum(1.0 if w is None else float(w) for w in weights):
+        errors.append(ConfigError("normalize_weights", "the weights sum to 0; cannot normalize"))
     return errors
 
 
@@ -213,13 +194,7 @@ def _unique_tags(names: Sequence[str], tags: Sequence[str | None]) -> tuple[str,
     return tuple(result)
 
 
-def _final_weights(
-    weights: Sequence[float | None], normalize: bool, path: str
-) -> tuple[float, ...]:
+def _final_weights(weights: Sequence[float | None], normalize: bool) -> tuple[float, ...]:
     values = [1.0 if w is None else float(w) for w in weights]
-    if normalize:
-        total = sum(values)
-        if total == 0:
-            raise ConfigError(f"{path}.normalize_weights", "the weights sum to 0; cannot normalize")
-        values = [w / total for w in values]
-    return tuple(values)
+    total = sum(values) if normalize else 1.0
+    return tuple(w / total for w in values)

@@ -57,12 +57,6 @@ class TripletMarginLoss(nn.Module):
         mining: Mining = "none",
     ) -> None:
         super().__init__()
-        if mining not in ("none", "batch_hard", "semihard", "hard"):
-            raise ParamError(
-                "mining", f"must be none, batch_hard, semihard or hard, not {mining!r}"
-            )
-        if reduction not in ("mean", "sum", "none"):
-            raise ParamError("reduction", f"must be mean, sum or none, not {reduction!r}")
         if margin < 0:
             raise ParamError("margin", f"must be non-negative, got {margin}")
         self.margin, self.p, self.eps, self.swap = margin, p, eps, swap

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.errors import OkcError
+from okc.errors import ConfigError, OkcError
 
 
 def task_from_shapes(preds: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
@@ -45,9 +45,10 @@ def task_from_shapes(preds: torch.Tensor, target: torch.Tensor) -> dict[str, Any
 class FromShapes(nn.Module):
     """A torchmetrics task wrapper (``Accuracy``...) built at its first ``update``."""
 
-    def __init__(self, target: type, params: Mapping[str, Any], *, where: str) -> None:
+    def __init__(self, target: type, params: Mapping[str, Any]) -> None:
+        """Errors are ``ConfigError``s at the metric's entry; the manager places them."""
         super().__init__()
-        self.target, self.params, self.where = target, dict(params), where
+        self.target, self.params = target, dict(params)
         self.metric: nn.Module | None = None
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> None:
@@ -55,7 +56,7 @@ class FromShapes(nn.Module):
             try:
                 inferred = task_from_shapes(preds, target)
             except OkcError as err:
-                raise OkcError(f"{self.where}: {err}") from None
+                raise ConfigError("", str(err)) from None
             self.metric = self.target(**inferred, **self.params).to(preds.device)
         self.metric.update(preds, target, **kwargs)
 
@@ -69,7 +70,7 @@ class FromShapes(nn.Module):
 
     def compute(self) -> Any:
         if self.metric is None:
-            raise OkcError(f"{self.where}: this process saw no batch to tell the task from")
+            raise ConfigError("", "this process saw no batch to tell the task from")
         return self.metric.compute()
 
     def reset(self) -> None:

@@ -29,9 +29,9 @@ import attrs
 import torch
 from torch import nn
 
-from okc.config.bind import build, check_mapping, check_params, raise_if
+from okc.config.bind import entry_problems, make, mapping_problems, raise_if
 from okc.config.schema import ALL_PHASES, Metric, Phase
-from okc.errors import ConfigError, OkcError, did_you_mean
+from okc.errors import ConfigError, OkcError, at, did_you_mean, join, under
 from okc.metrics.inferred import FromShapes
 from okc.metrics.values import Loggable, describe, flatten
 from okc.registry import METRICS
@@ -43,86 +43,83 @@ class Slot:
     """One metric instance's place: what it logs as and which batches feed it."""
 
     spec: Metric
-    path: str  # metrics.<i>
+    index: int  # in the experiment's metrics
     phase: Phase
     dataloader_idx: int
     log_name: str
 
 
-def plan(specs: Sequence[Metric], *, path: str = "metrics") -> tuple[list[Slot], list[ConfigError]]:
-    """The metric instances ``specs`` ask for, and the clashes between their log names."""
+def plan(specs: Sequence[Metric]) -> tuple[list[Slot], list[ConfigError]]:
+    """The metric instances ``specs`` ask for, and the clashes between their log names
+    (relative to the ``metrics`` section)."""
     slots: list[Slot] = []
     errors: list[ConfigError] = []
-    owner: dict[tuple[Phase, str], str] = {}
-    clashes: dict[tuple[str, str, str], list[str]] = {}  # (metric, earlier one, name) -> phases
+    owner: dict[tuple[Phase, str], int] = {}
+    clashes: dict[tuple[int, int, str], list[str]] = {}  # (metric, earlier one, name) -> phases
     for i, spec in enumerate(specs):
-        where = f"{path}.{i}"
         for phase in dict.fromkeys(spec.phases):
             idxs = _loader_idxs(spec, phase)
-            errors += _idx_errors(idxs, spec, phase, where)
+            errors += under(str(i), _idx_errors(idxs, phase))
             for idx in dict.fromkeys(idxs):
                 base = spec.tag or spec.name
                 log_name = f"{base}_dataloader_{idx}" if len(idxs) > 1 else base
                 if (phase, log_name) in owner:
-                    key = (where, owner[phase, log_name], log_name)
-                    clashes.setdefault(key, []).append(phase.name)
+                    clashes.setdefault((i, owner[phase, log_name], log_name), []).append(phase.name)
                     continue
-                owner[phase, log_name] = where
-                slots.append(Slot(spec, where, phase, idx, log_name))
-    for (where, earlier, log_name), phases in clashes.items():
+                owner[phase, log_name] = i
+                slots.append(Slot(spec, i, phase, idx, log_name))
+    for (i, earlier, log_name), phases in clashes.items():
         errors.append(
             ConfigError(
-                f"{where}.tag",
-                f"'{log_name}' is already logged by {earlier} (in {', '.join(phases)}); "
+                f"{i}.tag",
+                f"'{log_name}' is already logged by metrics.{earlier} (in {', '.join(phases)}); "
                 "give one of them a distinct tag",
             )
         )
     return slots, errors
 
 
-def check_metrics(specs: Sequence[Metric], *, path: str = "metrics") -> list[ConfigError]:
-    """Every problem in ``specs`` found without building a metric: names, params, mappings, names.
+def check_metrics(specs: Sequence[Metric]) -> list[ConfigError]:
+    """Every problem in ``specs`` found without building a metric (names, params, mappings, log
+    names), relative to the ``metrics`` section.
 
     The one exception is torchmetrics' task-split classification metrics, which are cheap: they are
     built to find the concrete class (and its ``update`` arguments) that ``task`` selects.
     """
-    errors = plan(specs, path=path)[1]
+    errors = plan(specs)[1]
     for i, spec in enumerate(specs):
-        where = f"{path}.{i}"
-        target = METRICS.find(spec.name)
-        if target is None:
-            errors.append(ConfigError(f"{where}.name", METRICS.unknown_message(spec.name)))
-            continue
-        problems = _param_errors(target, spec, where)
-        errors += problems
-        if problems:
-            continue
-        update = getattr(target, "update", None)
-        if _is_task_wrapper(target):
-            try:
-                update = _build(spec, where, for_check=True).update
-            except OkcError as err:
-                errors += getattr(err, "errors", [err])
-                continue
-        if update is not None:
-            errors += check_mapping(update, spec.mapping, path=f"{where}.mapping", what=spec.name)
+        errors += under(str(i), _metric_errors(spec))
     return errors
 
 
-class MetricsManager(nn.Module):
-    """The metrics of every phase; an ``nn.Module`` so metric states follow the task's device."""
+def _metric_errors(spec: Metric) -> list[ConfigError]:
+    problems = _param_errors(spec)
+    if problems:
+        return problems
+    target = METRICS.get(spec.name)
+    update = getattr(target, "update", None)
+    if _is_task_wrapper(target):
+        try:
+            update = _build(spec, for_check=True).update
+        except OkcError as err:
+            return getattr(err, "errors", [err])
+    return under("mapping", mapping_problems(update, spec.mapping, spec.name)) if update else []
 
-    def __init__(self, specs: Sequence[Metric], *, path: str = "metrics") -> None:
+
+class MetricsManager(nn.Module):
+    """The metrics of every phase; an ``nn.Module`` so metric states follow the task's device.
+    Errors are placed at ``metrics.<i>``."""
+
+    def __init__(self, specs: Sequence[Metric]) -> None:
         super().__init__()
-        raise_if(check_metrics(specs, path=path))
-        slots = plan(specs, path=path)[0]
-        self._slots = {p: [s for s in slots if s.phase is p] for p in ALL_PHASES}
-        self.phase_metrics = nn.ModuleDict(
-            {
-                p.name: nn.ModuleList(_build(s.spec, s.path) for s in self._slots[p])
-                for p in ALL_PHASES
-            }
-        )
+        with at("metrics"):
+            raise_if(check_metrics(specs))
+            slots = plan(specs)[0]
+            self._slots = {p: [s for s in slots if s.phase is p] for p in ALL_PHASES}
+            self.phase_metrics = nn.ModuleDict({p.name: nn.ModuleList() for p in ALL_PHASES})
+            for s in slots:
+                with at(str(s.index)):
+                    self.phase_metrics[s.phase.name].append(_build(s.spec))
         self._warned: set[str] = set()
         # The latest non-scalar results (confusion matrices, curves) by log name, for callbacks.
         self.unlogged: dict[str, Any] = {}
@@ -141,7 +138,8 @@ class MetricsManager(nn.Module):
             except KeyError:
                 self.check_outputs(phase, outputs.keys())
                 raise
-            metric.update(**args)
+            with at(join("metrics", slot.index)):  # FromShapes cannot tell the task
+                metric.update(**args)
 
     def check_outputs(self, phase: Phase, keys: Collection[str]) -> None:
         """Raise a ConfigError per mapping entry of ``phase`` naming a key the task lacks."""
@@ -149,10 +147,10 @@ class MetricsManager(nn.Module):
         raise_if(
             [
                 ConfigError(
-                    f"{s.path}.mapping.{arg}",
+                    join("metrics", s.index, "mapping", arg),
                     f"the task's outputs have no '{key}'; it produces: {available}",
                 )
-                for s in {s.path: s for s in self._slots[phase]}.values()
+                for s in {s.index: s for s in self._slots[phase]}.values()
                 for arg, key in s.spec.mapping.items()
                 if key not in keys
             ]
@@ -166,7 +164,9 @@ class MetricsManager(nn.Module):
             self._slots[phase], metrics, _updated_anywhere(metrics), strict=True
         ):
             if updated:
-                found, skipped = flatten(f"{phase.value}/{slot.log_name}", metric.compute())
+                with at(join("metrics", slot.index)):
+                    value = metric.compute()
+                found, skipped = flatten(f"{phase.value}/{slot.log_name}", value)
                 results.update(found)
                 self.unlogged.update(skipped)
                 self._warn_skipped(skipped)
@@ -195,12 +195,12 @@ def _loader_idxs(spec: Metric, phase: Phase) -> tuple[int, ...]:
     return (0,)
 
 
-def _idx_errors(idxs: tuple[int, ...], spec: Metric, phase: Phase, where: str) -> list[ConfigError]:
+def _idx_errors(idxs: tuple[int, ...], phase: Phase) -> list[ConfigError]:
     key = "val_dataloader_idxs" if phase is Phase.VALID else "test_dataloader_idxs"
     if not idxs:
-        return [ConfigError(f"{where}.{key}", f"lists no data loader for {phase.name}")]
+        return [ConfigError(key, f"lists no data loader for {phase.name}")]
     if any(i < 0 for i in idxs) or len(set(idxs)) != len(idxs):
-        return [ConfigError(f"{where}.{key}", f"expected distinct indices >= 0, got {list(idxs)}")]
+        return [ConfigError(key, f"expected distinct indices >= 0, got {list(idxs)}")]
     return []
 
 
@@ -218,8 +218,9 @@ _METRIC_KWARGS = (
 )  # fmt: skip
 
 
-def _param_errors(target: Any, spec: Metric, where: str) -> list[ConfigError]:
-    errors = check_params(target, spec.params, path=f"{where}.params")
+def _param_errors(spec: Metric) -> list[ConfigError]:
+    errors = entry_problems(METRICS, spec.name, spec.params)
+    target = METRICS.find(spec.name)
     if not _is_task_wrapper(target):
         return errors
     # The wrappers take **kwargs, so a misspelled key would only surface as a confusing error
@@ -229,7 +230,7 @@ def _param_errors(target: Any, spec: Metric, where: str) -> list[ConfigError]:
         if key not in known:
             hint = did_you_mean(key, known)
             errors.append(
-                ConfigError(f"{where}.params.{key}", f"{spec.name} has no parameter '{key}'{hint}")
+                ConfigError(f"params.{key}", f"{spec.name} has no parameter '{key}'{hint}")
             )
     if "task" not in spec.params:  # read from the sizes, or from the first batch (FromShapes)
         errors = [e for e in errors if "needs 'task'" not in e.message]
@@ -247,7 +248,7 @@ def implied_task(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _build(spec: Metric, where: str, *, for_check: bool = False) -> Any:
+def _build(spec: Metric, *, for_check: bool = False) -> Any:
     """The metric; a task wrapper without ``task`` gets it from its size parameter, else from
     the first batch's shapes (``FromShapes``; ``for_check`` builds a multiclass stand-in, whose
     ``update`` has the signature the mapping is checked against)."""
@@ -256,13 +257,11 @@ def _build(spec: Metric, where: str, *, for_check: bool = False) -> Any:
     if "task" not in params and target is not None and _is_task_wrapper(target):
         task = implied_task(params)
         if task is None and not for_check:
-            return FromShapes(target, params, where=where)
+            return FromShapes(target, params)
         params["task"] = task or "multiclass"
         if task is None:
             params["num_classes"] = 2
-    return build(
-        METRICS, spec.name, params, name_path=f"{where}.name", params_path=f"{where}.params"
-    )
+    return make(METRICS, spec.name, params)
 
 
 def _detached(value: Any) -> Any:

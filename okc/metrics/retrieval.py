@@ -98,12 +98,6 @@ class RetrievalAtK(Metric):
         raise_empty_query: bool = True,
     ) -> None:
         super().__init__()
-        if dataset_type not in ("classification", "representation"):
-            raise ParamError(
-                "dataset_type", f"must be classification or representation, got {dataset_type!r}"
-            )
-        if metric_distance not in ("IP", "L2"):
-            raise ParamError("metric_distance", f"must be IP or L2, got {metric_distance!r}")
         if not exact_index:
             raise ParamError(
                 "exact_index",

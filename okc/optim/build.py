@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from okc.config import schema
-from okc.config.bind import build, check_params, raise_if, resolve
-from okc.errors import ConfigError, OkcError
+from okc.config.bind import construct, entry_problems, make, raise_if
+from okc.config.params import bind, problems
+from okc.errors import ConfigError, at, under
 from okc.optim import params as P
 from okc.optim.schedulers import is_timm_scheduler
 from okc.registry import OPTIMIZERS, SCHEDULERS
@@ -37,7 +38,7 @@ class OptimizerPair:
     strict: bool = True  # a missing monitored value is an error (else a warning and no step)
     name: str | None = None
     param_names: tuple[str, ...] = ()
-    path: str = "optimization.0"
+    index: int = 0  # in the experiment's optimization section
 
 
 def needs_monitor(scheduler: Any) -> bool:
@@ -47,71 +48,57 @@ def needs_monitor(scheduler: Any) -> bool:
     return isinstance(scheduler, (torch.optim.lr_scheduler.ReduceLROnPlateau, PlateauLRScheduler))
 
 
-def check_optimization(
-    specs: Sequence[schema.Optimization], *, path: str = "optimization"
-) -> list[ConfigError]:
-    """Every problem found without a model: names, params, paramwise_cfg, module overlaps."""
-    errors = P.overlap_errors([s.modules for s in specs], path=path)
+def check_optimization(specs: Sequence[schema.Optimization]) -> list[ConfigError]:
+    """Every problem found without a model (names, params, paramwise_cfg, module overlaps),
+    relative to the ``optimization`` section."""
+    errors = P.overlap_errors([s.modules for s in specs])
     for i, spec in enumerate(specs):
-        where = f"{path}.{i}"
-        opt = OPTIMIZERS.find(spec.optimizer.name)
-        if opt is None:
-            message = OPTIMIZERS.unknown_message(spec.optimizer.name)
-            errors.append(ConfigError(f"{where}.optimizer.name", message))
-        else:
-            errors += check_params(
-                opt, spec.optimizer.params, path=f"{where}.optimizer.params", injected=("params",)
-            )
-        cfg = spec.optimizer.paramwise_cfg
-        errors += P.check_paramwise(cfg, path=f"{where}.optimizer.paramwise_cfg")
-        if spec.scheduler is not None:
-            sch = SCHEDULERS.find(spec.scheduler.name)
-            if sch is None:
-                message = SCHEDULERS.unknown_message(spec.scheduler.name)
-                errors.append(ConfigError(f"{where}.scheduler.name", message))
-            else:
-                errors += check_params(
-                    sch,
-                    spec.scheduler.params,
-                    path=f"{where}.scheduler.params",
-                    injected=("optimizer",),
-                )
-            if spec.scheduler.pl_params.frequency < 1:
-                errors.append(
-                    ConfigError(f"{where}.scheduler.pl_params.frequency", "must be at least 1")
-                )
+        errors += under(str(i), _entry_errors(spec))
+    return errors
+
+
+def _entry_errors(spec: schema.Optimization) -> list[ConfigError]:
+    opt, sch = spec.optimizer, spec.scheduler
+    errors = under("optimizer", entry_problems(OPTIMIZERS, opt.name, opt.params, ("params",)))
+    errors += under("optimizer.paramwise_cfg", problems(P.ParamwiseCfg, opt.paramwise_cfg))
+    if sch is not None:
+        errors += under(
+            "scheduler", entry_problems(SCHEDULERS, sch.name, sch.params, ("optimizer",))
+        )
+        if sch.pl_params.frequency < 1:
+            errors.append(ConfigError("scheduler.pl_params.frequency", "must be at least 1"))
     return errors
 
 
 def build_optimization(
-    specs: Sequence[schema.Optimization], model: nn.Module, *, path: str = "optimization"
+    specs: Sequence[schema.Optimization], model: nn.Module
 ) -> list[OptimizerPair]:
-    """One ``OptimizerPair`` per entry, each over its share of ``model``'s trainable parameters."""
-    raise_if(check_optimization(specs, path=path))
-    shares = P.select(model, [s.modules for s in specs], path=path)
-    return [
-        _build_pair(spec, model, named, path=f"{path}.{i}")
-        for i, (spec, named) in enumerate(zip(specs, shares, strict=True))
-    ]
+    """One ``OptimizerPair`` per entry, each over its share of ``model``'s trainable parameters;
+    errors at ``optimization.<i>``."""
+    with at("optimization"):
+        raise_if(check_optimization(specs))
+        shares = P.select(model, [s.modules for s in specs])
+        pairs = []
+        for i, (spec, named) in enumerate(zip(specs, shares, strict=True)):
+            with at(str(i)):
+                pairs.append(_build_pair(spec, model, named, index=i))
+        return pairs
 
 
 def _build_pair(
-    spec: schema.Optimization, model: nn.Module, named: P.Named, *, path: str
+    spec: schema.Optimization, model: nn.Module, named: P.Named, *, index: int
 ) -> OptimizerPair:
-    optimizer = _build_optimizer(spec.optimizer, model, named, path=f"{path}.optimizer")
-    pair = OptimizerPair(optimizer, param_names=tuple(n for n, _ in named), path=path)
+    with at("optimizer"):
+        optimizer = _build_optimizer(spec.optimizer, model, named)
+    pair = OptimizerPair(optimizer, param_names=tuple(n for n, _ in named), index=index)
     if spec.scheduler is None:
         return pair
     pl = spec.scheduler.pl_params
-    scheduler = build(
-        SCHEDULERS,
-        spec.scheduler.name,
-        spec.scheduler.params,
-        name_path=f"{path}.scheduler.name",
-        params_path=f"{path}.scheduler.params",
-        optimizer=optimizer,
-    )
-    _check_timm_interval(scheduler, pl.interval, path=f"{path}.scheduler")
+    with at("scheduler"):
+        scheduler = make(
+            SCHEDULERS, spec.scheduler.name, spec.scheduler.params, optimizer=optimizer
+        )
+        _check_timm_interval(scheduler, pl.interval)
     return attrs.evolve(
         pair,
         scheduler=scheduler,
@@ -124,24 +111,21 @@ def _build_pair(
 
 
 def _build_optimizer(
-    spec: schema.Optimizer, model: nn.Module, named: P.Named, *, path: str
+    spec: schema.Optimizer, model: nn.Module, named: P.Named
 ) -> torch.optim.Optimizer:
-    # Not bind.build: its own ``params`` argument would swallow the optimizer's ``params``.
-    target = resolve(OPTIMIZERS, spec.name, path=f"{path}.name")
-    groups = P.param_groups(
-        model,
-        named,
-        spec.paramwise_cfg,
-        base_lr=_setting(target, spec.params, "lr"),
-        base_wd=_setting(target, spec.params, "weight_decay"),
-        path=f"{path}.paramwise_cfg",
-    )
-    try:
-        return target(groups, **spec.params)
-    except OkcError:
-        raise
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(f"{path}.params", f"{spec.name}: {err}") from err
+    """The optimizer over ``named``'s param groups; check proved its name and params bind."""
+    target = OPTIMIZERS.get(spec.name)
+    params = bind(target, spec.params, ("params",))
+    cfg = construct(P.ParamwiseCfg, spec.paramwise_cfg) if spec.paramwise_cfg else None
+    with at("paramwise_cfg"):
+        groups = P.param_groups(
+            model,
+            named,
+            cfg,
+            base_lr=_setting(target, params, "lr"),
+            base_wd=_setting(target, params, "weight_decay"),
+        )
+    return make(OPTIMIZERS, spec.name, spec.params, params=groups)
 
 
 def _setting(target: Any, params: Mapping[str, Any], key: str) -> float | None:
@@ -154,7 +138,7 @@ def _setting(target: Any, params: Mapping[str, Any], key: str) -> float | None:
     return parameter.default
 
 
-def _check_timm_interval(scheduler: Any, interval: str, *, path: str) -> None:
+def _check_timm_interval(scheduler: Any, interval: str) -> None:
     """timm schedulers count epochs or updates (``t_in_epochs``): the interval must agree."""
     if not is_timm_scheduler(scheduler) or needs_monitor(scheduler):
         return
@@ -162,7 +146,7 @@ def _check_timm_interval(scheduler: Any, interval: str, *, path: str) -> None:
     if in_epochs != (interval == "epoch"):
         unit = "epochs" if in_epochs else "updates"
         raise ConfigError(
-            f"{path}.pl_params.interval",
+            "pl_params.interval",
             f"{type(scheduler).__name__} counts {unit} (t_in_epochs: {in_epochs}) but steps every "
             f"{interval}; set params.t_in_epochs: {not in_epochs} or interval: "
             f"{'epoch' if in_epochs else 'step'}",

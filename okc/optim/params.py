@@ -18,9 +18,10 @@ batched; and a 1-input-channel convolution is not mistaken for a depthwise one.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from torch import nn
 
 from okc.config.bind import raise_if
@@ -43,10 +44,26 @@ _NORMS = tuple(
     )
     if c is not None
 )
-PARAMWISE_KEYS = (
-    "custom_keys", "bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
-)  # fmt: skip
 _NO_EFFECT = ("dcn_offset_lr_mult", "bypass_duplicate")  # accepted for TorchOk configs, unused
+
+
+@attrs.frozen(kw_only=True)
+class Mults:
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class ParamwiseCfg:
+    """An optimizer's ``paramwise_cfg``, structured by the converter (``okc.config.convert``)."""
+
+    custom_keys: dict[str, Mults] = attrs.field(factory=dict)  # parameter-name substring
+    bias_lr_mult: float = 1.0
+    bias_decay_mult: float = 1.0
+    norm_decay_mult: float = 1.0
+    dwconv_decay_mult: float = 1.0
+    dcn_offset_lr_mult: Any = None
+    bypass_duplicate: Any = None
 
 
 def clean_name(name: str) -> str:
@@ -57,14 +74,15 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def overlap_errors(modules: Sequence[Sequence[str]], *, path: str) -> list[ConfigError]:
-    """Clashes seen without a model: nested or repeated prefixes, several catch-all optimizers."""
+def overlap_errors(modules: Sequence[Sequence[str]]) -> list[ConfigError]:
+    """Clashes seen without a model (nested or repeated prefixes, several catch-all optimizers),
+    relative to the ``optimization`` section."""
     errors: list[ConfigError] = []
     catch_all = [i for i, mods in enumerate(modules) if not mods]
     for i in catch_all[1:]:
         errors.append(
             ConfigError(
-                f"{path}.{i}.modules",
+                f"{i}.modules",
                 f"optimization.{catch_all[0]} already takes every parameter no other optimizer "
                 "claims; list the modules this optimizer trains",
             )
@@ -76,19 +94,20 @@ def overlap_errors(modules: Sequence[Sequence[str]], *, path: str) -> list[Confi
                 why = "list it once" if k == i else "a parameter can have one optimizer only"
                 errors.append(
                     ConfigError(
-                        f"{path}.{i}.modules.{j}",
-                        f"'{prefix}' overlaps '{other}' ({path}.{k}.modules.{m}); {why}",
+                        f"{i}.modules.{j}",
+                        f"'{prefix}' overlaps '{other}' (optimization.{k}.modules.{m}); {why}",
                     )
                 )
     return errors
 
 
-def select(model: nn.Module, modules: Sequence[Sequence[str]], *, path: str) -> list[Named]:
-    """The trainable ``(name, parameter)`` pairs of each optimizer, in model order."""
+def select(model: nn.Module, modules: Sequence[Sequence[str]]) -> list[Named]:
+    """The trainable ``(name, parameter)`` pairs of each optimizer, in model order; errors
+    relative to the ``optimization`` section."""
     named = [(clean_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
     every = {clean_name(n) for n, _ in model.named_parameters()}
     every |= {clean_name(n) for n, _ in model.named_modules() if n}
-    errors: list[ConfigError] = overlap_errors(modules, path=path)
+    errors: list[ConfigError] = overlap_errors(modules)
     chosen: list[Named] = []
     for i, mods in enumerate(modules):
         picked: Named = []
@@ -101,7 +120,7 @@ def select(model: nn.Module, modules: Sequence[Sequence[str]], *, path: str) -> 
                     else "the model has no module or parameter of that name"
                     + did_you_mean(prefix, every)
                 )
-                errors.append(ConfigError(f"{path}.{i}.modules.{j}", f"'{prefix}': {why}"))
+                errors.append(ConfigError(f"{i}.modules.{j}", f"'{prefix}': {why}"))
             picked += hits
         chosen.append(picked)
     claimed = {id(p) for group in chosen for _, p in group}
@@ -111,7 +130,7 @@ def select(model: nn.Module, modules: Sequence[Sequence[str]], *, path: str) -> 
             chosen[i] = rest
             rest = []
             if not chosen[i]:
-                errors.append(ConfigError(f"{path}.{i}", "no trainable parameter is left for it"))
+                errors.append(ConfigError(str(i), "no trainable parameter is left for it"))
     raise_if(errors)
     if rest:
         names = ", ".join(n for n, _ in rest[:5]) + (", ..." if len(rest) > 5 else "")
@@ -123,59 +142,23 @@ def select(model: nn.Module, modules: Sequence[Sequence[str]], *, path: str) -> 
     return chosen
 
 
-def check_paramwise(cfg: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-    errors: list[ConfigError] = []
-    for key, value in cfg.items():
-        where = f"{path}.{key}"
-        if key in _NO_EFFECT:
-            continue
-        if key not in PARAMWISE_KEYS:
-            errors.append(ConfigError(where, f"unknown key{did_you_mean(key, PARAMWISE_KEYS)}"))
-        elif key == "custom_keys":
-            errors += _custom_key_errors(value, where)
-        elif not _is_number(value):
-            errors.append(ConfigError(where, f"expected a number, got {value!r}"))
-    return errors
-
-
-def _custom_key_errors(value: Any, where: str) -> list[ConfigError]:
-    if not isinstance(value, Mapping):
-        return [ConfigError(where, "expected {substring: {lr_mult: x, decay_mult: y}}")]
-    errors: list[ConfigError] = []
-    for sub, mults in value.items():
-        if not isinstance(mults, Mapping):
-            errors.append(ConfigError(f"{where}.{sub}", "expected {lr_mult: x, decay_mult: y}"))
-            continue
-        for k, v in mults.items():
-            if k not in ("lr_mult", "decay_mult"):
-                hint = did_you_mean(k, ["lr_mult", "decay_mult"]) or "; use lr_mult or decay_mult"
-                errors.append(ConfigError(f"{where}.{sub}.{k}", f"unknown key{hint}"))
-            elif not _is_number(v):
-                errors.append(ConfigError(f"{where}.{sub}.{k}", f"expected a number, got {v!r}"))
-    return errors
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def param_groups(
     model: nn.Module,
     named: Named,
-    cfg: Mapping[str, Any],
+    cfg: ParamwiseCfg | None,
     *,
     base_lr: float | None,
     base_wd: float | None,
-    path: str,
 ) -> list[dict[str, Any]]:
-    """Param groups for ``named``: one plain group without ``cfg``, else one per (lr, wd)."""
-    if not cfg:
+    """Param groups for ``named``: one plain group without ``cfg``, else one per (lr, wd);
+    errors relative to ``paramwise_cfg``."""
+    if cfg is None:
         return [{"params": [p for _, p in named]}]
     for key in _NO_EFFECT:
-        if key in cfg:
-            warnings.warn(f"{path}.{key} has no effect in okc", stacklevel=3)
+        if getattr(cfg, key) is not None:
+            warnings.warn(f"paramwise_cfg.{key} has no effect in okc", stacklevel=3)
     owners = _owners(model)
-    custom = cfg.get("custom_keys", {})
+    custom = cfg.custom_keys
     order = sorted(sorted(custom), key=len, reverse=True)  # longest first, ties alphabetical
     used: set[str] = set()
     groups: dict[tuple[float | None, float | None], list[nn.Parameter]] = {}
@@ -184,17 +167,17 @@ def param_groups(
         key = next((k for k in order if k in name), None)
         if key is not None:
             used.add(key)
-            lr_mult, wd_mult = custom[key].get("lr_mult", 1.0), custom[key].get("decay_mult", 1.0)
+            lr_mult, wd_mult = custom[key].lr_mult, custom[key].decay_mult
         else:
             lr_mult, wd_mult = _default_mults(module, local, cfg)
         if lr_mult != 1.0 and base_lr is None:
-            raise ConfigError(path, "an lr multiplier needs the optimizer's 'lr' to be set")
+            raise ConfigError("", "an lr multiplier needs the optimizer's 'lr' to be set")
         lr = None if base_lr is None else base_lr * lr_mult
         wd = None if base_wd is None else base_wd * wd_mult
         groups.setdefault((lr, wd), []).append(param)
     for key in custom:
         if key not in used:
-            warnings.warn(f"{path}.custom_keys.{key} matches no parameter", stacklevel=3)
+            warnings.warn(f"paramwise_cfg.custom_keys.{key} matches no parameter", stacklevel=3)
     return [_group(params, lr, wd) for (lr, wd), params in groups.items()]
 
 
@@ -207,19 +190,19 @@ def _group(params: list[nn.Parameter], lr: float | None, wd: float | None) -> di
     return group
 
 
-def _default_mults(module: nn.Module, local: str, cfg: Mapping[str, Any]) -> tuple[float, float]:
+def _default_mults(module: nn.Module, local: str, cfg: ParamwiseCfg) -> tuple[float, float]:
     is_norm = isinstance(module, _NORMS)
     is_bias = local == "bias"
     is_dwconv = (
         isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
     )
-    lr_mult = cfg.get("bias_lr_mult", 1.0) if is_bias and not is_norm else 1.0
+    lr_mult = cfg.bias_lr_mult if is_bias and not is_norm else 1.0
     if is_norm:
-        wd_mult = cfg.get("norm_decay_mult", 1.0)
+        wd_mult = cfg.norm_decay_mult
     elif is_dwconv:
-        wd_mult = cfg.get("dwconv_decay_mult", 1.0)
+        wd_mult = cfg.dwconv_decay_mult
     elif is_bias:
-        wd_mult = cfg.get("bias_decay_mult", 1.0)
+        wd_mult = cfg.bias_decay_mult
     else:
         wd_mult = 1.0
     return lr_mult, wd_mult

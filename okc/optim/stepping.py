@@ -73,6 +73,6 @@ def _monitored(pair: OptimizerPair, metrics: Logged) -> float | None:
         f"{', '.join(sorted(metrics)) or 'none'}"
     )
     if pair.strict:
-        raise ConfigError(f"{pair.path}.scheduler.pl_params.monitor", message)
+        raise ConfigError(f"optimization.{pair.index}.scheduler.pl_params.monitor", message)
     warnings.warn(f"{message}; the lr is not updated (pl_params.strict is false)", stacklevel=3)
     return None
