@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from okc.config.bind import check_component, resolve
+from okc.config.bind import entry_problems
 from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment
-from okc.errors import ConfigError, under
+from okc.errors import ConfigError, at, under
 from okc.loggers import check_logger
 from okc.models import MODEL_KEYS, check_model_params
 from okc.models.parts import ChecksParams
@@ -44,13 +44,14 @@ def check_experiment(exp: Experiment) -> list[ConfigError]:
 
 def _check_task(exp: Experiment) -> list[ConfigError]:
     try:
-        task_cls = resolve(TASKS, exp.task.name, path="task.name")
+        with at("task.name"):
+            task_cls = TASKS.get(exp.task.name)
     except ConfigError as err:
         # The rest of task.params is still worth checking: the model keys (backbone, neck,
         # pooling, head and their params) mean the same to every okc task.
         model = {k: v for k, v in exp.task.params.items() if k in MODEL_KEYS}
-        return [err, *(check_model_params(model, path="task.params") if model else [])]
-    errors = task_cls.check_params(exp.task.params, path="task.params")
+        return [err, *(under("task.params", check_model_params(model)) if model else [])]
+    errors = under("task.params", task_cls.param_problems(exp.task.params))
     return errors + _check_mappings(exp, tuple(task_cls.declared_outputs(exp.task.params)))
 
 
@@ -117,9 +118,7 @@ def _check_callbacks(exp: Experiment) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for i, cb in enumerate(exp.callbacks):
         p = f"callbacks.{i}"
-        problems = check_component(
-            CALLBACKS, cb.name, cb.params, name_path=f"{p}.name", params_path=f"{p}.params"
-        )
+        problems = under(p, entry_problems(CALLBACKS, cb.name, cb.params))
         target = CALLBACKS.find(cb.name)
         if not problems and isinstance(target, ChecksParams):  # e.g. FreezeUnfreeze's entries
             problems = [
