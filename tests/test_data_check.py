@@ -93,7 +93,7 @@ def test_dataset_names_and_params() -> None:
     assert found[1] == (
         "data.VALID.0.dataset.params.trian: CIFAR10 has no parameter 'trian', did you mean 'train'?"
     )
-    assert found[2] == "data.VALID.1.dataset.params.num_classes: expected int | null, got 'ten'"
+    assert found[2] == "data.VALID.1.dataset.params.num_classes: expected int, got 'ten'"
 
 
 def test_kornia_params_are_checked_too() -> None:

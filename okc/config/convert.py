@@ -274,7 +274,7 @@ _MOVED = {
 
 
 def _unknown_key(cl: type, key: str, known: list[str]) -> str:
-    what = getattr(cl, "__okc_component__", None)  # a component's params (okc.config.params)
+    what = vars(cl).get("__okc_component__")  # a component's params (okc.config.params)
     if what is not None:
         if key in getattr(cl, "__okc_injected__", ()):
             return f"okc sets '{key}' of {what} itself; remove it"
@@ -298,7 +298,7 @@ def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
         ]
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         out: list[ConfigError] = []
-        what = getattr(getattr(exc, "cl", None), "__okc_component__", None)
+        what = vars(getattr(exc, "cl", object)).get("__okc_component__")
         for sub in exc.exceptions:
             if what is not None and type(sub) is KeyError:
                 name = _child_path("", sub)

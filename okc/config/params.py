@@ -89,7 +89,8 @@ def params_class(target: Any, injected: frozenset[str] = frozenset()) -> type:
     what = getattr(target, "__name__", repr(target))
     own = target if inspect.isclass(target) and attrs.has(target) else declared(target)
     if own is not None:  # errors name the component: "NormCfg has no parameter 'tpye'"
-        own.__okc_component__ = getattr(own, "__okc_component__", what)
+        if "__okc_component__" not in vars(own):  # stamped per class, never inherited
+            own.__okc_component__ = what
         return own
     try:
         sig = inspect.signature(target)

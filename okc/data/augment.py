@@ -27,9 +27,10 @@ from typing import Any
 import kornia.augmentation as K
 from torch import nn
 
-from okc.config.bind import check_params, raise_if, resolve
+from okc.config.bind import raise_if
+from okc.config.params import problems
 from okc.data import albu_geometric, albu_photometric, ops  # albu_*: register the names
-from okc.errors import ConfigError, ConfigErrors, OkcError, ParamError
+from okc.errors import ConfigError, ConfigErrors, OkcError, ParamError, at, under
 from okc.registry import AUGMENTATIONS
 
 ADAPTER_MODULES = (albu_geometric, albu_photometric)  # imported for their registrations
@@ -64,76 +65,79 @@ def kornia_names() -> list[str]:
 # --- building from config -------------------------------------------------------------------------
 
 
-def entry(item: Any, path: str) -> tuple[str, dict[str, Any]]:
+def entry(item: Any) -> tuple[str, dict[str, Any]]:
     """``(name, params)`` of a config entry: an ``Augmentation`` or a ``{name, params}`` mapping."""
     if isinstance(item, Mapping):
         extra = set(item) - {"name", "params"}
         if extra:
-            raise ConfigError(
-                f"{path}.{sorted(extra)[0]}", "unknown key; an entry has name and params"
-            )
+            raise ConfigError(sorted(extra)[0], "unknown key; an entry has name and params")
         name, params = item.get("name"), item.get("params") or {}
     else:
         name, params = getattr(item, "name", None), getattr(item, "params", None) or {}
     if not isinstance(name, str):
-        raise ConfigError(path, "expected a mapping with 'name' (and optional 'params')")
+        raise ConfigError("", "expected a mapping with 'name' (and optional 'params')")
     if not isinstance(params, Mapping):
-        raise ConfigError(f"{path}.params", f"expected a mapping, got {params!r}")
+        raise ConfigError("params", f"expected a mapping, got {params!r}")
     return name, dict(params)
 
 
-def _prepared(name: str, params: dict[str, Any], path: str) -> tuple[Any, dict[str, Any]]:
-    target = resolve(AUGMENTATIONS, name, path=f"{path}.name")
-    if "always_apply" in params and "always_apply" not in _parameters(target):
-        always = params.pop("always_apply")  # albumentations: apply regardless of p
-        params["p"] = 1.0 if always else params.get("p", _parameters(target)["p"].default)
-    return target, params
+def check_ops(items: Sequence[Any]) -> list[ConfigError]:
+    """Problems in a transform/augment list, relative to it (``2.params.p``): names, params,
+    nested transforms, and the values an op refuses when built (building an op reads no data)."""
+    try:
+        build_ops(items)
+    except ConfigErrors as err:
+        return err.errors
+    return []
 
 
-def check_ops(items: Sequence[Any], *, path: str) -> list[ConfigError]:
-    """Problems in a transform/augment list: names, params, nested transforms, and the values
-    an op refuses when built (building an op reads no data)."""
+def build_ops(items: Sequence[Any], *, path: str = "") -> list[nn.Module]:
+    """Build a transform/augment list; every entry's errors at once, relative to the list.
+
+    ``path`` places them (being retired: callers use ``okc.errors.at``)."""
+    built: list[nn.Module] = []
     errors: list[ConfigError] = []
     for i, item in enumerate(items):
         try:
-            _build(item, f"{path}.{i}")
+            with at(str(i)):
+                built.append(_build(item))
         except ConfigErrors as err:
             errors += err.errors
         except ConfigError as err:
             errors.append(err)
-    return errors
+    raise_if(under(path, errors))
+    return built
 
 
-def build_ops(items: Sequence[Any], *, path: str) -> list[nn.Module]:
-    """Build a transform/augment list; errors name the entry's key path (all of them at once)."""
-    raise_if(check_ops(items, path=path))
-    return [_build(item, f"{path}.{i}") for i, item in enumerate(items)]
-
-
-def _build(item: Any, path: str) -> nn.Module:
-    name, params = entry(item, path)
-    target, params = _prepared(name, params, path)
+def _build(item: Any) -> nn.Module:
+    name, params = entry(item)
+    with at("name"):
+        target = AUGMENTATIONS.get(name)
+    if "always_apply" in params and "always_apply" not in _parameters(target):
+        always = params.pop("always_apply")  # albumentations: apply regardless of p
+        params["p"] = 1.0 if always else params.get("p", _parameters(target)["p"].default)
     nested = params.get("transforms")
     if nested is not None and not isinstance(nested, (list, tuple)):
-        raise ConfigError(f"{path}.params.transforms", "expected a list")
-    errors = check_params(target, params, path=f"{path}.params")
+        raise ConfigError("params.transforms", "expected a list")
+    errors = under("params", problems(target, params))
     if nested is not None:
-        errors += check_ops(nested, path=f"{path}.params.transforms")
+        try:
+            params["transforms"] = build_ops(nested)
+        except ConfigErrors as err:
+            errors += under("params.transforms", err.errors)
     raise_if(errors)
-    if nested is not None:
-        params["transforms"] = build_ops(nested, path=f"{path}.params.transforms")
-    elif target in _kornia_ops().values():
+    if nested is None and target in _kornia_ops().values():
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     try:
         op = target(**params)
     except OkcError:
         raise
     except ParamError as err:
-        raise ConfigError(f"{path}.params.{err.key}", f"{name}: {err.message}") from err
+        raise ConfigError(f"params.{err.key}", f"{name}: {err.message}") from err
     except (ValueError, TypeError, KeyError, AssertionError) as err:
-        raise ConfigError(f"{path}.params", f"{name}: {err}") from err
+        raise ConfigError("params", f"{name}: {err}") from err
     if not isinstance(op, nn.Module):
-        raise ConfigError(f"{path}.name", f"{name} does not build an augmentation module")
+        raise ConfigError("name", f"{name} does not build an augmentation module")
     return op
 
 

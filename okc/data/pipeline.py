@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.config.bind import build, resolve
+from okc.config.bind import make
 from okc.config.schema import DataItem, Phase
 from okc.data import rng
 from okc.data.augment import build_ops, split_augment, split_transform
@@ -43,7 +43,7 @@ from okc.data.ops import Boxes, Chain, Normalize, box_problem, run
 from okc.data.sample_ops import SampleNormalize, sample_forms, sample_normalize
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
-from okc.errors import ConfigError, ConfigErrors, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
 from okc.registry import DATASETS, SAMPLERS
 from okc.tree import map_tensors
 
@@ -74,21 +74,20 @@ def _put_boxes(out: dict[str, Any], boxes: Boxes, like: dict[str, Any], one: boo
         out[BOX_KEYS[1]] = boxes.labels[0] if one else boxes.labels
 
 
-def build_dataset(item: DataItem, *, path: str) -> Any:
-    """The item's dataset; errors name ``path`` (``data.TRAIN.0``) and the offending key."""
-    where = f"{path}.dataset"
-    try:
-        return build(
-            DATASETS,
-            item.dataset.name,
-            item.dataset.params,
-            name_path=f"{where}.name",
-            params_path=f"{where}.params",
-        )
-    except ConfigError:
-        raise
-    except OkcError as err:  # a missing folder, a bad CSV: say which config item pointed there
-        raise ConfigError(f"{where}.params", str(err)) from err
+def build_dataset(item: DataItem) -> Any:
+    """The item's dataset; errors relative to the item (``dataset.params.num_samples``), a
+    missing folder or a bad CSV at ``dataset.params``."""
+    with at("dataset"):
+        try:
+            return make(DATASETS, item.dataset.name, item.dataset.params)
+        except ConfigErrors as err:
+            if len(err.errors) == 1:  # one problem is one ConfigError, as a build error always was
+                raise err.errors[0] from err
+            raise
+        except ConfigError:
+            raise
+        except OkcError as err:  # a missing folder, a bad CSV: say which config item pointed there
+            raise ConfigError("params", str(err)) from err
 
 
 class _LoadFailure:
@@ -284,27 +283,18 @@ def build_pipeline(
 ) -> DataPipeline:
     """Build the dataset, sampler, loader and augmentations of one data item.
 
-    ``path`` is the item's key path (``data.TRAIN.0``) for errors. In VALID/TEST/PREDICT
+    ``path`` is the item's key path (``data.TRAIN.0``): errors and warnings are placed there
+    (being retired: callers will place them with ``okc.errors.at``). In VALID/TEST/PREDICT
     ``drop_last`` would silently leave samples unscored: okc warns (TorchOk raised).
     """
     device = torch.device(device)
     loader_cfg = item.dataloader
-    _warn_settings(item, phase, path)
-    transform = build_ops(item.dataset.transform, path=f"{path}.dataset.transform")
-    sized, batched = split_transform(transform)
-    augment = (
-        build_ops(item.dataset.augment, path=f"{path}.dataset.augment")
-        if phase is Phase.TRAIN
-        else []
-    )
-    augment_sized, augment_batched = split_augment(augment)
-    _check_per_sample(augment_sized, f"{path}.dataset.augment")
-    per_sample = augment_sized + sized
-    dataset = build_dataset(item, path=path)
+    for warning in under(path, setting_warnings(item, phase)):
+        warnings.warn(str(warning), stacklevel=2)
+    with at(path):
+        dataset, per_sample, augment_batched, batched = _stages(item, phase)
+        sampler = _build_sampler(item, dataset)
     spec = SampleSpec.of(dataset)
-    if BOX_KEYS[0] in spec.ragged_keys:
-        _check_box_ops(transform, f"{path}.dataset.transform")
-        _check_box_ops(augment, f"{path}.dataset.augment")
     finish = None
     if (
         device.type == "cpu"
@@ -314,7 +304,6 @@ def build_pipeline(
         per_sample, augment_batched, batched, finish = _cpu_tail(
             per_sample, augment_batched, batched, spec.input_dtype
         )
-    sampler = _build_sampler(item, path, dataset)
     train = phase is Phase.TRAIN
     order = BatchOrder(
         len(dataset),
@@ -353,6 +342,24 @@ def build_pipeline(
     )
 
 
+def _stages(item: DataItem, phase: Phase) -> tuple[Any, list[nn.Module], ...]:
+    """The item's dataset and ops: ``(dataset, per_sample, augment_batched, batched)``; errors
+    relative to the item."""
+    with at("dataset.transform"):
+        transform = build_ops(item.dataset.transform)
+    with at("dataset.augment"):
+        augment = build_ops(item.dataset.augment) if phase is Phase.TRAIN else []
+        augment_sized, augment_batched = split_augment(augment)
+        _check_per_sample(augment_sized)
+    sized, batched = split_transform(transform)
+    dataset = build_dataset(item)
+    if BOX_KEYS[0] in SampleSpec.of(dataset).ragged_keys:
+        for key, built in (("dataset.transform", transform), ("dataset.augment", augment)):
+            with at(key):
+                _check_box_ops(built)
+    return dataset, augment_sized + sized, augment_batched, batched
+
+
 def _cpu_tail(
     per_sample: list[nn.Module],
     augment: list[nn.Module],
@@ -374,23 +381,23 @@ def _cpu_tail(
     return [*per_sample, *forms], [], [], finish
 
 
-def _check_per_sample(built: Sequence[nn.Module], path: str) -> None:
+def _check_per_sample(built: Sequence[nn.Module]) -> None:
     """The per-sample stage keeps images uint8: an op there must keep pixel values in range."""
     for i, op in enumerate(built):
         if any(isinstance(m, Normalize) for m in op.modules()):
             raise ConfigError(
-                f"{path}.{i}.name",
+                f"{i}.name",
                 "Normalize before augment's last size op would run on each sample's uint8 "
                 "image; move it to the transform",
             )
 
 
-def _check_box_ops(built: Sequence[nn.Module], path: str) -> None:
+def _check_box_ops(built: Sequence[nn.Module]) -> None:
     """Refuse, before any batch is read, an op that cannot move the dataset's boxes."""
     for i, op in enumerate(built):
         problem = box_problem(op)
         if problem:
-            raise ConfigError(f"{path}.{i}.name", problem)
+            raise ConfigError(f"{i}.name", problem)
 
 
 def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
@@ -414,54 +421,40 @@ def loader_threads(num_workers: int | str, reader: _BatchReader) -> int:
     return min(int(num_workers), cores)
 
 
-def _build_sampler(item: DataItem, path: str, dataset: Any) -> IndexSampler | None:
+def _build_sampler(item: DataItem, dataset: Any) -> IndexSampler | None:
+    """The item's sampler, if any; errors relative to the item."""
     if item.sampler is None:
         return None
     if item.dataloader.shuffle:
-        raise ConfigError(
-            f"{path}.dataloader.shuffle", "a sampler sets the order: set shuffle: false"
-        )
-    target = resolve(SAMPLERS, item.sampler.name, path=f"{path}.sampler.name")
-    known = {"dataset": dataset, "batch_size": item.dataloader.batch_size}
-    try:
-        sampler = build(
-            SAMPLERS,
-            item.sampler.name,
-            item.sampler.params,
-            name_path=f"{path}.sampler.name",
-            params_path=f"{path}.sampler.params",
-            **{name: known[name] for name in supplied(target)},
-        )
-    except (ConfigError, ConfigErrors):
-        raise
-    except OkcError as err:
-        raise ConfigError(f"{path}.sampler.params", str(err)) from err
-    if not isinstance(sampler, IndexSampler):
-        raise ConfigError(
-            f"{path}.sampler.name",
-            f"{item.sampler.name} is not an okc sampler (needs num_indices() and order())",
-        )
+        raise ConfigError("dataloader.shuffle", "a sampler sets the order: set shuffle: false")
+    name, known = item.sampler.name, {"dataset": dataset, "batch_size": item.dataloader.batch_size}
+    with at("sampler"):
+        with at("name"):
+            target = SAMPLERS.get(name)
+        try:
+            sampler = make(SAMPLERS, name, item.sampler.params,
+                           **{key: known[key] for key in supplied(target)})  # fmt: skip
+        except (ConfigError, ConfigErrors):
+            raise
+        except OkcError as err:
+            raise ConfigError("params", str(err)) from err
+        if not isinstance(sampler, IndexSampler):
+            raise ConfigError(
+                "name", f"{name} is not an okc sampler (needs num_indices() and order())"
+            )
     return sampler
 
 
-def _warn_settings(item: DataItem, phase: Phase, path: str) -> None:
-    for message in setting_warnings(item, phase, path):
-        warnings.warn(message, stacklevel=3)
-
-
-def setting_warnings(item: DataItem, phase: Phase, path: str) -> list[str]:
-    """Settings that are allowed but probably not meant."""
+def setting_warnings(item: DataItem, phase: Phase) -> list[ConfigError]:
+    """Settings that are allowed but probably not meant (to warn of), relative to the item."""
     found = []
     loader = item.dataloader
     if phase is not Phase.TRAIN and loader.drop_last:
-        found.append(
-            f"{path}.dataloader.drop_last: true in {phase.name} leaves the last samples out of "
-            "the results (TorchOk refused it)"
-        )
+        found.append(ConfigError("dataloader.drop_last", f"true in {phase.name} leaves the last "
+                                 "samples out of the results (TorchOk refused it)"))  # fmt: skip
     if phase is not Phase.TRAIN and item.dataset.augment:
-        found.append(
-            f"{path}.dataset.augment: augmentations run in TRAIN only; ignored in {phase.name}"
-        )
+        found.append(ConfigError("dataset.augment", "augmentations run in TRAIN only; ignored "
+                                 f"in {phase.name}"))  # fmt: skip
     if loader.timeout:
-        found.append(f"{path}.dataloader.timeout has no effect in okc's threaded loader")
+        found.append(ConfigError("dataloader.timeout", "has no effect in okc's threaded loader"))
     return found

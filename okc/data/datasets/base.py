@@ -1,10 +1,17 @@
-"""What every okc dataset shares: the sample contract and TorchOk's common parameters.
+"""What every okc dataset shares: its params, the sample contract, and reading files.
 
 ``dataset[i]`` returns a dict: ``image`` (uint8 C,H,W), the task's targets (``target``: int64
 class or float multi-hot; ``mask``: int64 H,W for segmentation; ``bboxes`` float32 (N,4) xyxy
 pixels with ``label`` int64 (N,) for detection; ...) and ``index``. The rest is the pipeline's
 work: size-fixing transforms per sample on the CPU, then augmentation, normalization and the cast
 to ``input_dtype`` on the batch, on the device. Datasets hold no transforms themselves.
+
+A dataset declares its params once, as ``Params``: a frozen attrs class inheriting the groups it
+takes (``ImageSource``, the image keys of every dataset; ``CsvSource``, a CSV of image paths;
+``Download``, an archive okc can fetch), so TorchOk's flat ``dataset.params`` keys stay flat.
+``okc.config`` structures a config's params into it (types, Literal choices and the rules of its
+``__attrs_post_init__``) and builds ``Dataset(params)``; from Python, ``Dataset(key=value, ...)``
+is structured the same way. ``load(params)`` then reads the dataset's index.
 
 Two class attributes declare the sample's shape to the pipeline:
 
@@ -17,6 +24,7 @@ Two class attributes declare the sample's shape to the pipeline:
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,8 +34,11 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import attrs
 import torch
 
+from okc.config.params import bind
+from okc.data.annotations import Table, read_table
 from okc.data.io import CorruptSampleError, ImageFormat, ImageReadError, read_image, read_mask
 from okc.errors import OkcError
+from okc.paths import data_dir
 
 InputDtype = Literal["float32", "float16", "bfloat16", "float64"]
 TargetDtype = Literal["long", "int64", "int32", "float32", "float", "float16", "bfloat16"]
@@ -42,6 +53,68 @@ _DTYPES = {
     "int64": torch.int64,
     "int32": torch.int32,
 }
+
+
+@attrs.frozen(kw_only=True)
+class ImageSource:
+    """The params every okc dataset takes (TorchOk's ``ImageDataset``'s).
+
+    Args:
+        input_dtype: dtype of ``image`` after the on-device transform (the pipeline applies it).
+        image_format: channels of ``image``: rgb, bgr, rgba or gray.
+        rgba_layout_color: colour that transparent pixels are composited over (unless rgba).
+        test_mode: drop targets (prediction on unlabelled data).
+        reader_library: accepted for TorchOk configs; okc always decodes with torchvision/PIL.
+        skip_corrupt: skip samples whose files are missing or corrupt (warned and counted) instead
+            of failing.
+    """
+
+    input_dtype: InputDtype = "float32"
+    image_format: ImageFormat = "rgb"
+    rgba_layout_color: int | tuple[int, ...] = 0
+    test_mode: bool = False
+    reader_library: str | None = None
+    skip_corrupt: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class CsvSource(ImageSource):
+    """Images listed in a CSV column (TorchOk's CSV datasets).
+
+    Args:
+        data_folder: the folder image paths (and ``annotation_path``) are relative to (default:
+            the working directory).
+        annotation_path: the CSV (TSV by its suffix); relative to ``data_folder`` unless absolute.
+        input_column: the column of image paths.
+        csv_path: TorchOk's old name of ``annotation_path`` (deprecated).
+        lazy_init: accepted for TorchOk configs: okc reads the annotations up front, so a bad
+            cell fails at the start, naming its file line.
+    """
+
+    data_folder: str = ""
+    annotation_path: str | None = None
+    input_column: str = "image_path"
+    csv_path: str | None = None
+    lazy_init: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Download(ImageSource):
+    """A dataset okc unpacks from its archive, downloaded on request.
+
+    Args:
+        train: the training split (else the test/validation split).
+        download: fetch the archive when it is not in ``data_folder``.
+        data_folder: where the archive and what it unpacks to live (default: okc's data cache,
+            ``~/.cache/okc/data/<dataset>``).
+    """
+
+    train: bool = True
+    download: bool = False
+    data_folder: str | None = None
+
+    def folder(self, name: str) -> Path:
+        return Path(self.data_folder).expanduser() if self.data_folder else data_dir(name)
 
 
 @runtime_checkable
@@ -85,47 +158,50 @@ def to_dtype(name: str) -> torch.dtype:
 
 
 class ImageDataset:
-    """Base of okc's datasets: holds the common parameters and reads files with good errors.
+    """Base of okc's datasets: builds from ``Params`` (or keywords), reads files with good errors.
 
-    Args:
-        input_dtype: dtype of ``image`` after the on-device transform (the pipeline applies it).
-        image_format: channels of ``image``: rgb, bgr, rgba or gray.
-        rgba_layout_color: colour that transparent pixels are composited over (unless rgba).
-        test_mode: drop targets (prediction on unlabelled data).
-        reader_library: accepted for TorchOk configs; okc always decodes with torchvision/PIL.
-        skip_corrupt: skip samples whose files are missing or corrupt (warned and counted) instead
-            of failing.
+    Subclasses declare ``Params`` and read their index in ``load``; most keep ``paths`` (image
+    files) and ``rows`` (the rows of them in use, after ``skip_corrupt``), which ``__len__``
+    and ``_first`` read.
     """
 
-    skip_corrupt: bool = False
+    Params: ClassVar[type[Any]] = ImageSource
     image_keys: ClassVar[tuple[str, ...]] = ("image",)
     ragged_keys: ClassVar[tuple[str, ...]] = ()
     min_area: float = 0.0  # detection datasets: which boxes augmentation drops (okc.data.ops)
     min_visibility: float = 0.0
+    paths: list[str]
+    rows: Sequence[int]
 
-    def __init__(
-        self,
-        *,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        if image_format not in ("rgb", "bgr", "rgba", "gray"):
-            raise ValueError(f"image_format must be rgb, bgr, rgba or gray, not '{image_format}'")
-        self.input_dtype = to_dtype(input_dtype)
-        if not self.input_dtype.is_floating_point:
-            raise ValueError(f"input_dtype must be a float type, not '{input_dtype}'")
-        self.image_format = image_format
-        self.rgba_layout_color = rgba_layout_color
-        self.test_mode = test_mode
-        self.skip_corrupt = skip_corrupt
-        del reader_library
+    def __init__(self, params: Any = None, /, **kwargs: Any) -> None:
+        if params is None:  # keywords from Python: structured as a config's params are
+            params = bind(type(self), kwargs)
+        elif kwargs:
+            raise TypeError(f"{type(self).__name__} takes its Params or keywords, not both")
+        self.params = params
+        self.input_dtype = to_dtype(params.input_dtype)
+        self.image_format: ImageFormat = params.image_format
+        self.rgba_layout_color = params.rgba_layout_color
+        self.test_mode: bool = params.test_mode
+        self.skip_corrupt: bool = params.skip_corrupt
+        self.load(params)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Params" in vars(cls):  # errors name the class that declares them, not a subclass
+            cls.Params.__okc_component__ = cls.__name__
+        cls.__signature__ = inspect.Signature(  # what `okc list` and help() show: the params
+            [inspect.Parameter(a.name, inspect.Parameter.KEYWORD_ONLY, annotation=a.type,
+                               default=inspect.Parameter.empty if a.default is attrs.NOTHING
+                               else a.default) for a in attrs.fields(cls.Params)]
+        )  # fmt: skip
+
+    def load(self, params: Any) -> None:
+        """Read the dataset's index from its ``Params``."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -133,6 +209,16 @@ class ImageDataset:
     def where(self, row: int) -> str:
         """Where sample ``row`` comes from, for error messages (a CSV line, a file)."""
         return f"sample {row}"
+
+    def _keep_existing(self) -> None:
+        """``rows``: every path, or with ``skip_corrupt`` those whose file exists."""
+        rows = range(len(self.paths))
+        self.rows = drop_missing(self.paths, self.where) if self.skip_corrupt else rows
+
+    def _first(self, index: int) -> tuple[int, dict[str, Any]]:
+        """The row of sample ``index`` and the sample's start: its image and index."""
+        row = self.rows[index]
+        return row, {"image": self._image(self.paths[row], row), "index": index}
 
     def _image(self, path: str, row: int) -> torch.Tensor:
         try:
@@ -147,6 +233,28 @@ class ImageDataset:
             return read_mask(path)
         except ImageReadError as err:
             raise CorruptSampleError(f"{err} ({self.where(row)})", path=path) from err
+
+
+class CsvDataset(ImageDataset):
+    """A dataset of images listed in a CSV (``CsvSource``); rows point at their file line."""
+
+    Params: ClassVar[type[Any]] = CsvSource
+    table: Table
+
+    def _read(self, params: CsvSource, targets: Sequence[str] = ()) -> Path:
+        """Read the CSV's image paths and, unless ``test_mode``, its ``targets`` columns;
+        returns the data folder."""
+        folder = root_folder(params.data_folder)
+        own = [] if self.test_mode else targets
+        columns = list(dict.fromkeys([params.input_column, *own]))
+        path = annotation_file(folder, params.annotation_path, params.csv_path)
+        self.table = read_table(path, columns)
+        self.paths = [str(folder / p) for p in self.table[params.input_column]]
+        self._keep_existing()
+        return folder
+
+    def where(self, row: int) -> str:
+        return self.table.where(row)
 
 
 def data_folder(folder: str | os.PathLike[str], *, what: str = "data folder") -> Path:

@@ -15,26 +15,11 @@ import attrs
 import numpy as np
 import torch
 
-from okc.data.datasets.base import ImageDataset, InputDtype
-from okc.data.datasets.download import unpack_archive
-from okc.data.io import ImageFormat, convert_format
+from okc.data.datasets.base import Download, ImageDataset
+from okc.data.datasets.download import Archive, unpack_archive
+from okc.data.io import convert_format
 from okc.errors import OkcError
-from okc.paths import data_dir
 from okc.registry import DATASETS
-
-
-@attrs.frozen
-class Archive:
-    url: str
-    md5: str
-    folder: str  # the folder the archive unpacks to
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
 
 ARCHIVES: dict[str, Archive] = {
     "CIFAR10": Archive(
@@ -91,36 +76,22 @@ class _CIFAR(ImageDataset):
     archive_name = ""
     label_key = "labels"
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        test_mode: bool = False,
-    ) -> None:
-        super().__init__(input_dtype=input_dtype, image_format=image_format, test_mode=test_mode)
+    def load(self, p: Download) -> None:
         archive = ARCHIVES[self.archive_name]
-        folder = (
-            Path(data_folder).expanduser() if data_folder else data_dir(self.archive_name.lower())
-        )
-        batches = folder / archive.folder
-        names = archive.train if train else archive.test
+        batches = p.folder(self.archive_name.lower()) / archive.folder
+        names = archive.train if p.train else archive.test
         if not all((batches / n).is_file() for n in names):
-            unpack_archive(
-                folder, url=archive.url, md5=archive.md5, inner=archive.folder, download=download
-            )
+            unpack_archive(batches.parent, url=archive.url, md5=archive.md5,
+                           inner=archive.folder, download=p.download)  # fmt: skip
         parts = [load_batch(batches / n) for n in names]
         try:
-            data = np.concatenate([p["data"] for p in parts])
-            labels = np.concatenate([np.asarray(p[self.label_key]) for p in parts])
+            data = np.concatenate([part["data"] for part in parts])
+            labels = np.concatenate([np.asarray(part[self.label_key]) for part in parts])
             images = torch.from_numpy(data).view(-1, 3, 32, 32)
         except (KeyError, ValueError, RuntimeError) as err:
             raise OkcError(f"{batches}: unexpected CIFAR batch contents ({err})") from err
-        if image_format != "rgb":
-            images = torch.stack([convert_format(im, image_format) for im in images])
+        if self.image_format != "rgb":
+            images = torch.stack([convert_format(im, self.image_format) for im in images])
         self.images = images
         self.targets = torch.from_numpy(labels.astype(np.int64))
         self.classes = _class_names(batches)
@@ -147,13 +118,14 @@ class _CIFAR(ImageDataset):
 class CIFAR10(_CIFAR):
     """CIFAR-10 (50,000 train / 10,000 test 32x32 images, 10 classes).
 
-    Args:
-        train: the training split (else the test split).
-        download: fetch the official archive when it is not in ``data_folder``.
-        data_folder: where the archive / its unpacked folder lives (default: okc's data cache).
+    Args: ``Download``'s (``train``, ``download``, ``data_folder``) and ``ImageSource``'s.
     """
 
     archive_name = "CIFAR10"
+
+    @attrs.frozen(kw_only=True)
+    class Params(Download):
+        pass
 
 
 @DATASETS.register
@@ -162,28 +134,13 @@ class CIFAR100(_CIFAR):
 
     archive_name = "CIFAR100"
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        label_type: Literal["fine", "coarse"] = "fine",
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        test_mode: bool = False,
-    ) -> None:
-        if label_type not in ("fine", "coarse"):
-            raise ValueError(f"label_type must be fine or coarse, not '{label_type}'")
-        self.label_key = f"{label_type}_labels"
-        super().__init__(
-            train=train,
-            download=download,
-            data_folder=data_folder,
-            input_dtype=input_dtype,
-            image_format=image_format,
-            test_mode=test_mode,
-        )
+    @attrs.frozen(kw_only=True)
+    class Params(Download):
+        label_type: Literal["fine", "coarse"] = "fine"
+
+    def load(self, p: Params) -> None:
+        self.label_key = f"{p.label_type}_labels"
+        super().load(p)
 
 
 def _class_names(batches: Path) -> list[str] | None:

@@ -20,45 +20,30 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 
-from okc.data.datasets.base import InputDtype, TargetDtype
-from okc.data.datasets.detection import BoxDataset
-from okc.data.datasets.download import fetch, md5sum
-from okc.data.io import ImageFormat
+from okc.data.datasets.base import Download
+from okc.data.datasets.detection import BoxDataset, BoxOptions
+from okc.data.datasets.download import Archive, fetch, md5sum
 from okc.errors import OkcError
-from okc.paths import data_dir
 from okc.registry import DATASETS
 
-
-@attrs.frozen
-class CocoArchive:
-    url: str
-    md5: str
-    folder: str  # what it unpacks to inside <data_folder>/COCO
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-ARCHIVES: dict[str, CocoArchive] = {
-    "train2017": CocoArchive(
+ARCHIVES: dict[str, Archive] = {
+    "train2017": Archive(
         url="http://images.cocodataset.org/zips/train2017.zip",
         md5="cced6f7f71b7629ddf16f17bbcfab6b2",
         folder="train2017",
     ),
-    "val2017": CocoArchive(
+    "val2017": Archive(
         url="http://images.cocodataset.org/zips/val2017.zip",
         md5="442b8da7639aecaf257c1dceb8ba8c80",
         folder="val2017",
     ),
-    "annotations": CocoArchive(
+    "annotations": Archive(
         url="http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
         md5="f4bbac642086de4f52a3fdda2de5fa2c",
         folder="annotations",
@@ -75,46 +60,25 @@ class COCODetection(BoxDataset):
         train: the train2017 split (else val2017).
         download: fetch the official archives that are missing (about 19 GB for train).
         data_folder: where ``COCO/`` lives (default: okc's data cache).
-        bbox_dtype, target_dtype: dtypes of ``bboxes`` and ``label``.
-        min_area, min_visibility: which boxes augmentation drops (see ``okc.data.ops``).
+        bbox_dtype, target_dtype, min_area, min_visibility: see ``BoxOptions``.
     """
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        bbox_dtype: str = "float32",
-        target_dtype: TargetDtype = "long",
-        min_area: float = 0.0,
-        min_visibility: float = 0.0,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype, image_format=image_format,
-            rgba_layout_color=rgba_layout_color, test_mode=test_mode,
-            reader_library=reader_library, skip_corrupt=skip_corrupt,
-        )  # fmt: skip
-        self._box_options(
-            bbox_dtype=bbox_dtype, target_dtype=target_dtype, min_area=min_area,
-            min_visibility=min_visibility,
-        )  # fmt: skip
-        folder = Path(data_folder).expanduser() if data_folder else data_dir("coco")
+    @attrs.frozen(kw_only=True)
+    class Params(Download, BoxOptions):
+        pass
+
+    def load(self, p: Params) -> None:
+        self._box_options(p)
+        folder = p.folder("coco")
         self.root = folder / BASE_FOLDER
-        self.split = "train2017" if train else "val2017"
+        self.split = "train2017" if p.train else "val2017"
         annotations = self.root / "annotations" / f"instances_{self.split}.json"
         for name, present in (
             (self.split, (self.root / self.split).is_dir()),
             ("annotations", annotations.is_file()),
         ):
             if not present:
-                _fetch(ARCHIVES[name], self.root, download=download, split=self.split)
+                _fetch(ARCHIVES[name], self.root, download=p.download, split=self.split)
         if not annotations.is_file():
             raise OkcError(f"{annotations} is not in the annotations archive")
         index = load_index(annotations)
@@ -189,7 +153,7 @@ def parse_annotations(path: Path) -> dict[str, Any]:
     }
 
 
-def _fetch(archive: CocoArchive, root: Path, *, download: bool, split: str) -> None:
+def _fetch(archive: Archive, root: Path, *, download: bool, split: str) -> None:
     """Unpack ``archive`` into ``root`` (downloading it first when allowed and missing)."""
     path = root / archive.filename
     if not path.is_file():

@@ -16,29 +16,26 @@ image is at most ``min_visibility`` (see ``okc.data.ops``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
+import attrs
 import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
-from okc.data.annotations import read_table
 from okc.data.datasets.base import (
+    CsvDataset,
+    CsvSource,
     ImageDataset,
     InputDtype,
     TargetDtype,
-    annotation_file,
-    drop_missing,
-    root_folder,
     to_dtype,
 )
-from okc.data.io import CorruptSampleError, ImageFormat
-from okc.errors import OkcError
+from okc.data.io import CorruptSampleError
+from okc.errors import OkcError, ParamError
 from okc.registry import DATASETS
 
 BoxFormat = Literal["coco", "pascal_voc", "yolo", "albumentations"]
-BOX_FORMATS = ("coco", "pascal_voc", "yolo", "albumentations")
 _NORMALISED = ("yolo", "albumentations")
 
 
@@ -65,21 +62,35 @@ def clip_and_filter(
     return boxes[keep], labels[keep]
 
 
+@attrs.frozen(kw_only=True, slots=False)  # a mixin: one slotted base per Params
+class BoxOptions:
+    """The box params of detection datasets.
+
+    Args:
+        bbox_dtype, target_dtype: dtypes of ``bboxes`` and ``label``.
+        min_area, min_visibility: which boxes augmentation drops (see the module docstring).
+    """
+
+    bbox_dtype: Literal[InputDtype, "float"] = "float32"
+    target_dtype: TargetDtype = "long"
+    min_area: float = 0.0
+    min_visibility: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_area < 0:
+            raise ParamError("min_area", f"must be at least 0, got {self.min_area}")
+        if not 0 <= self.min_visibility <= 1:
+            raise ParamError("min_visibility", f"must be in 0..1, got {self.min_visibility}")
+
+
 class BoxDataset(ImageDataset):
     """What detection datasets share: box conversion, validation and the sample's keys."""
 
     ragged_keys: ClassVar[tuple[str, ...]] = ("bboxes", "label")
 
-    def _box_options(
-        self, *, bbox_dtype: str, target_dtype: str, min_area: float, min_visibility: float
-    ) -> None:
-        self.bbox_dtype = to_dtype(bbox_dtype)
-        if not self.bbox_dtype.is_floating_point:
-            raise ValueError(f"bbox_dtype must be a float type, not '{bbox_dtype}'")
-        self.target_dtype = to_dtype(target_dtype)
-        if min_area < 0 or not 0 <= min_visibility <= 1:
-            raise ValueError("need min_area >= 0 and 0 <= min_visibility <= 1")
-        self.min_area, self.min_visibility = float(min_area), float(min_visibility)
+    def _box_options(self, p: BoxOptions) -> None:
+        self.bbox_dtype, self.target_dtype = to_dtype(p.bbox_dtype), to_dtype(p.target_dtype)
+        self.min_area, self.min_visibility = p.min_area, p.min_visibility
 
     def _sample(
         self, index: int, image: Tensor, boxes: Tensor | None, labels: Tensor | None,
@@ -118,7 +129,7 @@ def _parse_list(text: str, what: str, where: str) -> list[Any]:
 
 
 @DATASETS.register
-class DetectionDataset(BoxDataset):
+class DetectionDataset(BoxDataset, CsvDataset):
     """Images with boxes and labels listed in a CSV (TorchOk's format).
 
     .. csv-table::
@@ -132,61 +143,30 @@ class DetectionDataset(BoxDataset):
         annotation_path: the CSV (TorchOk's pandas pickles are refused: they run code).
         input_column, bbox_column, target_column: the CSV's columns.
         bbox_format: coco, pascal_voc, yolo or albumentations (see the module docstring).
-        bbox_dtype, target_dtype: dtypes of ``bboxes`` and ``label``.
-        min_area, min_visibility: which boxes augmentation drops (see the module docstring).
+        bbox_dtype, target_dtype, min_area, min_visibility: see ``BoxOptions``.
         filter_bboxes_on_start: clip and filter every row's boxes when the dataset is built
             (reading each image's size from its header) instead of per sample.
     """
 
-    def __init__(
-        self,
-        *,
-        data_folder: str = "",
-        annotation_path: str | None = None,
-        input_column: str = "image_path",
-        bbox_column: str = "bbox",
-        target_column: str = "label",
-        bbox_format: BoxFormat = "coco",
-        bbox_dtype: str = "float32",
-        target_dtype: TargetDtype = "long",
-        min_area: float = 0.0,
-        min_visibility: float = 0.0,
-        filter_bboxes_on_start: bool = False,
-        csv_path: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype, image_format=image_format,
-            rgba_layout_color=rgba_layout_color, test_mode=test_mode,
-            reader_library=reader_library, skip_corrupt=skip_corrupt,
-        )  # fmt: skip
-        if bbox_format not in BOX_FORMATS:
-            raise ValueError(f"bbox_format must be one of {', '.join(BOX_FORMATS)}")
-        self._box_options(
-            bbox_dtype=bbox_dtype, target_dtype=target_dtype, min_area=min_area,
-            min_visibility=min_visibility,
-        )  # fmt: skip
-        self.bbox_format = bbox_format
-        folder = root_folder(data_folder)
-        columns = [input_column] if test_mode else [input_column, bbox_column, target_column]
-        self.table = read_table(annotation_file(folder, annotation_path, csv_path), columns)
-        self.paths = [str(folder / p) for p in self.table[input_column]]
+    @attrs.frozen(kw_only=True)
+    class Params(CsvSource, BoxOptions):
+        bbox_column: str = "bbox"
+        target_column: str = "label"
+        bbox_format: BoxFormat = "coco"
+        filter_bboxes_on_start: bool = False
+
+    def load(self, p: Params) -> None:
+        self._box_options(p)
+        self.bbox_format: str = p.bbox_format
+        self._read(p, [p.bbox_column, p.target_column])
         self.boxes: list[Tensor] = []
         self.labels: list[Tensor] = []
-        if not test_mode:
+        if not self.test_mode:
             for row in range(len(self.paths)):
-                boxes, labels = self._parse_row(row, bbox_column, target_column)
+                boxes, labels = self._parse_row(row, p.bbox_column, p.target_column)
                 self.boxes.append(boxes)
                 self.labels.append(labels)
-        self.rows: Sequence[int] = range(len(self.paths))
-        if skip_corrupt:
-            self.rows = drop_missing(self.paths, self.where)
-        if filter_bboxes_on_start and not test_mode:
+        if p.filter_bboxes_on_start and not self.test_mode:
             self._filter_on_start()
 
     def _parse_row(self, row: int, bbox_column: str, target_column: str) -> tuple[Tensor, Tensor]:
@@ -216,12 +196,6 @@ class DetectionDataset(BoxDataset):
                 xyxy, self.labels[row], height, width
             )
         self.bbox_format = "pascal_voc"  # now stored as xyxy pixels
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def where(self, row: int) -> str:
-        return self.table.where(row)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]

@@ -14,8 +14,26 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import attrs
+
 from okc.data.datasets.folder import unpack
 from okc.errors import OkcError
+
+
+@attrs.frozen
+class Archive:
+    """A dataset's archive: where to fetch it, its md5, and the folder it unpacks to."""
+
+    url: str
+    md5: str
+    folder: str
+    train: tuple[str, ...] = ()  # the files of each split, where the dataset names them here
+    test: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
 
 # Seconds to wait for the server to answer (and between bytes): offline fails fast.
 CONNECT_TIMEOUT = 10.0

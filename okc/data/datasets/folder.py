@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
-from okc.data.datasets.base import ImageDataset, InputDtype, drop_missing
-from okc.data.io import ImageFormat
+from okc.data.datasets.base import ImageDataset, ImageSource
 from okc.errors import OkcError
 from okc.registry import DATASETS
 
@@ -36,39 +35,25 @@ class ImageFolder(ImageDataset):
         test_mode: no targets; a folder without class sub-folders is then read flat.
     """
 
-    def __init__(
-        self,
-        *,
-        data_folder: str,
-        split: str | None = None,
-        classes: Sequence[str] | None = None,
-        extensions: Sequence[str] = IMAGE_EXTENSIONS,
-        archive: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            test_mode=test_mode,
-            reader_library=reader_library,
-            skip_corrupt=skip_corrupt,
-        )
-        folder = Path(data_folder).expanduser()
-        if archive is not None and not folder.exists():
-            unpack(Path(archive).expanduser(), folder)
-        root = folder / split if split else folder
+    @attrs.frozen(kw_only=True)
+    class Params(ImageSource):
+        data_folder: str
+        split: str | None = None
+        classes: tuple[str, ...] | None = None
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+        archive: str | None = None
+
+    def load(self, p: Params) -> None:
+        folder = Path(p.data_folder).expanduser()
+        if p.archive is not None and not folder.exists():
+            unpack(Path(p.archive).expanduser(), folder)
+        root = folder / p.split if p.split else folder
         if not root.is_dir():
             raise OkcError(f"image folder does not exist: {root}")
-        suffixes = tuple(e.lower() for e in extensions)
+        suffixes = tuple(e.lower() for e in p.extensions)
         found = sorted(e.name for e in os.scandir(root) if e.is_dir())
-        self.classes = list(classes) if classes is not None else found
-        if not self.classes and not test_mode:
+        self.classes = list(p.classes) if p.classes is not None else found
+        if not self.classes and not self.test_mode:
             raise OkcError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
         for name in set(self.classes) - set(found):
             raise OkcError(f"{root} has no folder for class '{name}'")
@@ -82,18 +67,14 @@ class ImageFolder(ImageDataset):
             self.paths, labels = _images(root, suffixes), []
         if not self.paths:
             raise OkcError(f"no images ({', '.join(suffixes)}) under {root}")
-        self.targets = None if test_mode or not labels else torch.tensor(labels)
-        self.rows = drop_missing(self.paths, self.where) if skip_corrupt else range(len(self.paths))
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        self.targets = None if self.test_mode or not labels else torch.tensor(labels)
+        self._keep_existing()
 
     def where(self, row: int) -> str:
         return f"sample {row} of ImageFolder"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        sample = {"image": self._image(self.paths[row], row), "index": index}
+        row, sample = self._first(index)
         if self.targets is not None:
             sample["target"] = self.targets[row]
         return sample

@@ -22,26 +22,15 @@ its embedding branch did not work (an undefined attribute); okc reads a CSV inst
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import cattrs
 import torch
 
 from okc.data.annotations import Table, read_table
-from okc.data.datasets.base import (
-    ImageDataset,
-    InputDtype,
-    TargetDtype,
-    annotation_file,
-    drop_missing,
-    root_folder,
-    to_dtype,
-)
+from okc.data.datasets.base import CsvDataset, CsvSource, TargetDtype, to_dtype
 from okc.data.datasets.classification import _multi_hot
-from okc.data.io import ImageFormat
 from okc.errors import OkcError, ParamError
 from okc.registry import DATASETS
 
@@ -49,7 +38,7 @@ _INT = re.compile(r"-?\d+")
 TargetType = Literal["multiclass", "multilabel", "embedding"]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TargetSpec:
     """One item of ``targets`` (TorchOk's keys)."""
 
@@ -60,82 +49,41 @@ class TargetSpec:
     dtype: TargetDtype | None = None
     path_to_embeddings: str | None = None
 
-
-_CONVERTER = cattrs.Converter(forbid_extra_keys=True)
-
-
-def parse_targets(targets: Sequence[Any]) -> list[TargetSpec]:
-    """``targets`` as ``TargetSpec``s; a problem is a ``ParamError`` naming ``targets.<i>.key``."""
-    if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
-        raise ParamError("targets", f"expected a non-empty list of targets, got {targets!r}")
-    specs = []
-    for i, item in enumerate(targets):
-        try:
-            spec = _CONVERTER.structure(item, TargetSpec)
-        except cattrs.BaseValidationError as err:
-            raise ParamError(
-                f"targets.{i}", "; ".join(cattrs.transform_error(err, path=""))
-            ) from None
-        except Exception as err:
-            raise ParamError(
-                f"targets.{i}", f"expected a mapping of target keys, got {item!r}"
-            ) from err
-        if spec.type != "embedding" and (spec.num_classes is None or spec.num_classes < 1):
-            raise ParamError(
-                f"targets.{i}.num_classes", f"a {spec.type} target needs num_classes >= 1"
-            )
-        if spec.path_to_embeddings is not None and spec.type != "embedding":
-            raise ParamError(f"targets.{i}.path_to_embeddings", "is for embedding targets only")
-        if spec.name in [s.name for s in specs]:
-            raise ParamError(f"targets.{i}.name", f"target name '{spec.name}' is repeated")
-        specs.append(spec)
-    return specs
+    def __attrs_post_init__(self) -> None:
+        if self.type != "embedding" and (self.num_classes is None or self.num_classes < 1):
+            raise ParamError("num_classes", f"a {self.type} target needs num_classes >= 1")
+        if self.path_to_embeddings is not None and self.type != "embedding":
+            raise ParamError("path_to_embeddings", "is for embedding targets only")
 
 
 @DATASETS.register
-class MultiHeadImageDataset(ImageDataset):
+class MultiHeadImageDataset(CsvDataset):
     """Images listed in a CSV with one column per target (see the module docstring).
 
     Image paths are relative to ``data_folder``; so are ``annotation_path`` and
-    ``path_to_embeddings`` unless absolute. ``lazy_init`` is accepted for TorchOk configs: okc
-    parses every label up front, so a bad cell fails at the start, naming its file line.
+    ``path_to_embeddings`` unless absolute.
     """
 
-    def __init__(
-        self,
-        *,
-        annotation_path: str,
-        targets: Sequence[dict[str, Any]],
-        data_folder: str = "",
-        input_column: str = "image_path",
-        lazy_init: bool = False,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            test_mode=test_mode,
-            reader_library=reader_library,
-            skip_corrupt=skip_corrupt,
-        )
-        del lazy_init  # labels are parsed up front: cheap, and errors come before training
-        specs = parse_targets(targets)
-        folder = root_folder(data_folder)
-        own = [] if test_mode else [s.column for s in specs if s.path_to_embeddings is None]
-        columns = list(dict.fromkeys([input_column, *own]))
-        self.table: Table = read_table(annotation_file(folder, annotation_path, None), columns)
-        self.paths = [str(folder / p) for p in self.table[input_column]]
+    @attrs.frozen(kw_only=True)
+    class Params(CsvSource):
+        annotation_path: str
+        targets: tuple[TargetSpec, ...]
+
+        def __attrs_post_init__(self) -> None:
+            if not self.targets:
+                raise ParamError("targets", "expected a non-empty list of targets")
+            names = [t.name for t in self.targets]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ParamError(f"targets.{i}.name", f"target name '{name}' is repeated")
+
+    def load(self, p: Params) -> None:
+        own = [t.column for t in p.targets if t.path_to_embeddings is None]
+        folder = self._read(p, own)
         self.values: dict[str, torch.Tensor] = {}
-        if not test_mode:
-            for spec in specs:
-                self._add_target(spec, folder, input_column)
-        self.rows = drop_missing(self.paths, self.where) if skip_corrupt else range(len(self.paths))
+        if not self.test_mode:
+            for spec in p.targets:
+                self._add_target(spec, folder, p.input_column)
 
     def _add_target(self, spec: TargetSpec, folder: Path, input_column: str) -> None:
         if spec.type == "multilabel":
@@ -174,15 +122,8 @@ class MultiHeadImageDataset(ImageDataset):
         values[present] = vectors[index[present]]
         return values, present
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def where(self, row: int) -> str:
-        return self.table.where(row)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        sample: dict[str, Any] = {"image": self._image(self.paths[row], row), "index": index}
+        row, sample = self._first(index)
         sample.update({key: values[row] for key, values in self.values.items()})
         return sample
 

@@ -17,16 +17,15 @@ per query: its relevance to that query) and ``group_labels`` (the label, −1 in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from okc.data.annotations import Table, read_table
-from okc.data.datasets.base import ImageDataset, InputDtype, root_folder
-from okc.data.io import ImageFormat
-from okc.errors import OkcError
+from okc.data.datasets.base import ImageDataset, ImageSource, root_folder
+from okc.errors import OkcError, ParamError
 from okc.registry import DATASETS
 
 
@@ -45,30 +44,26 @@ class RetrievalDataset(ImageDataset):
             error naming the row). The retrieval meters need ``raise_empty_query: false`` then.
     """
 
-    def __init__(
-        self,
-        *,
-        data_folder: str = "",
-        matches_csv_path: str,
-        img_list_csv_path: str,
-        gallery_folder: str = "",
-        gallery_list_csv_path: str | None = None,
-        use_query_without_relevants: bool = False,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        reader_library: str | None = None,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            reader_library=reader_library,
-        )
-        folder = root_folder(data_folder)
+    @attrs.frozen(kw_only=True)
+    class Params(ImageSource):
+        matches_csv_path: str
+        img_list_csv_path: str
+        data_folder: str = ""
+        gallery_folder: str = ""
+        gallery_list_csv_path: str | None = None
+        use_query_without_relevants: bool = False
+
+        def __attrs_post_init__(self) -> None:
+            if self.skip_corrupt:
+                raise ParamError("skip_corrupt", "a retrieval dataset scores every image: fix "
+                                 "or remove the broken files instead")  # fmt: skip
+
+    def load(self, p: Params) -> None:
+        folder = root_folder(p.data_folder)
+        matches_csv_path, img_list_csv_path = p.matches_csv_path, p.img_list_csv_path
         images = _image_list(read_table(folder / img_list_csv_path, ["id", "image_path"]))
         labels = _labels(folder / img_list_csv_path)
-        matches = _matches(folder / matches_csv_path, use_query_without_relevants)
+        matches = _matches(folder / matches_csv_path, p.use_query_without_relevants)
         order = [query for query, _ in matches]
         seen = set(order)
         for _, relevant in matches:
@@ -85,11 +80,11 @@ class RetrievalDataset(ImageDataset):
             )
         self.paths = [str(folder / images[i]) for i in order]
         group = [labels.get(i, 0) for i in order]
-        if gallery_list_csv_path is not None:
-            gallery_root = Path(gallery_folder).expanduser() if gallery_folder else folder
-            gallery = _image_list(read_table(gallery_root / gallery_list_csv_path,
+        if p.gallery_list_csv_path is not None:
+            gallery_root = Path(p.gallery_folder).expanduser() if p.gallery_folder else folder
+            gallery = _image_list(read_table(gallery_root / p.gallery_list_csv_path,
                                              ["id", "image_path"]))  # fmt: skip
-            self.paths += [str(gallery_root / p) for p in gallery.values()]
+            self.paths += [str(gallery_root / path) for path in gallery.values()]
             group += [-1] * len(gallery)
         index = {image_id: i for i, image_id in enumerate(order)}
         self.scores = torch.zeros(len(self.paths), len(matches))

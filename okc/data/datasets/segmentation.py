@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import torch
 
-from okc.data.annotations import read_table
-from okc.data.datasets.base import (
-    ImageDataset,
-    InputDtype,
-    TargetDtype,
-    annotation_file,
-    drop_missing,
-    root_folder,
-    to_dtype,
-)
-from okc.data.io import CorruptSampleError, ImageFormat
+from okc.data.datasets.base import CsvDataset, CsvSource, TargetDtype, drop_missing, to_dtype
+from okc.data.io import CorruptSampleError
 from okc.errors import ParamError
 from okc.registry import DATASETS
 
 
+@attrs.frozen(kw_only=True, slots=False)  # a mixin: one slotted base per Params
+class MaskLabels:
+    """The mask params of segmentation datasets.
+
+    Args:
+        target_dtype: dtype of ``mask``.
+        num_classes: with it, every mask is checked as it is read (see ``check_mask_values``).
+        ignore_index: a mask value outside ``0..num_classes-1`` that is allowed (needs
+            ``num_classes``).
+    """
+
+    target_dtype: TargetDtype = "int64"
+    num_classes: int | None = None
+    ignore_index: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ParamError("num_classes", f"must be at least 1, got {self.num_classes}")
+        if self.ignore_index is not None and self.num_classes is None:
+            raise ParamError(
+                "ignore_index", "only checks masks together with num_classes; set both"
+            )
+
+
 @DATASETS.register
-class ImageSegmentationDataset(ImageDataset):
+class ImageSegmentationDataset(CsvDataset):
     """Images and single-channel label masks (PNG, class index per pixel) listed in a CSV.
 
     Samples hold ``mask`` (int64 H,W), which follows geometric augmentations. Paths are relative to
@@ -35,59 +50,19 @@ class ImageSegmentationDataset(ImageDataset):
     bad value surfaces only in the loss, which cannot say which file held it.
     """
 
-    def __init__(
-        self,
-        *,
-        data_folder: str = "",
-        annotation_path: str | None = None,
-        input_column: str = "image_path",
-        target_column: str = "mask_path",
-        target_dtype: TargetDtype = "int64",
-        csv_path: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-        num_classes: int | None = None,
-        ignore_index: int | None = None,
-    ) -> None:
-        if num_classes is not None and num_classes < 1:
-            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
-        if ignore_index is not None and num_classes is None:
-            raise ParamError(
-                "ignore_index", "only checks masks together with num_classes; set both"
-            )
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            test_mode=test_mode,
-            reader_library=reader_library,
-            skip_corrupt=skip_corrupt,
-        )
-        folder = root_folder(data_folder)
-        columns = [input_column] if test_mode else [input_column, target_column]
-        self.table = read_table(annotation_file(folder, annotation_path, csv_path), columns)
-        self.paths = [str(folder / p) for p in self.table[input_column]]
+    @attrs.frozen(kw_only=True)
+    class Params(CsvSource, MaskLabels):
+        target_column: str = "mask_path"
+
+    def load(self, p: Params) -> None:
+        self.num_classes, self.ignore_index = p.num_classes, p.ignore_index
+        self.target_dtype = to_dtype(p.target_dtype)
+        folder = self._read(p, [p.target_column])
         self.mask_paths = (
-            None if test_mode else [str(folder / p) for p in self.table[target_column]]
+            None if self.test_mode else [str(folder / m) for m in self.table[p.target_column]]
         )
-        self.target_dtype = to_dtype(target_dtype)
-        self.rows: Sequence[int] = range(len(self.paths))
-        if skip_corrupt:
-            keep = set(drop_missing(self.paths, self.where))
-            if self.mask_paths is not None:
-                keep &= set(drop_missing(self.mask_paths, self.where))
-            self.rows = sorted(keep)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def where(self, row: int) -> str:
-        return self.table.where(row)
+        if self.skip_corrupt and self.mask_paths is not None:
+            self.rows = sorted(set(self.rows) & set(drop_missing(self.mask_paths, self.where)))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]

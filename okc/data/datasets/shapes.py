@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import attrs
 import numpy as np
 import torch
 
-from okc.data.datasets.base import ImageDataset, InputDtype
-from okc.data.io import ImageFormat, convert_format
+from okc.data.datasets.base import ImageDataset, ImageSource
+from okc.data.io import convert_format
+from okc.errors import ParamError
 from okc.registry import DATASETS
 
 Inside = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
@@ -55,101 +57,59 @@ _KINDS = tuple(SHAPES.values())
 _SPLITS = {"train": 0, "valid": 1, "test": 2}
 
 
-@DATASETS.register
-class Shapes(ImageDataset):
-    """Coloured geometric shapes on noisy backgrounds, generated per index from a seed.
-
-    Sample keys: ``image``; ``target`` (int64 class of the shape, or a float multi-hot of the
-    classes present when ``num_shapes > 1``); with ``with_mask`` a ``mask`` (int64 H,W:
-    0 background, class + 1 on the shape); with ``with_instances`` ``instances`` (int64 H,W:
-    0 background, shape number from 1; later shapes cover earlier ones); with ``with_boxes``
-    ``bboxes`` (float32 N,4: the tight xyxy box, in pixel edges, of each shape's visible pixels;
-    a shape covered entirely by later ones has none) and ``label`` (int64 N,: its class);
-    ``index``.
+@attrs.frozen(kw_only=True)
+class Drawing(ImageSource):
+    """The params of every Shapes dataset.
 
     Args:
         num_samples: samples in the split.
         image_size: height and width.
         num_classes: how many shape kinds (the first of ``SHAPES``; at most 10).
-        num_shapes: shapes per image.
         noise: standard deviation of the pixel noise, in 0-255 units.
         seed: the dataset's seed; splits draw from separate streams of it.
         split: train, valid or test.
         train: TorchOk-style alias for ``split`` (true: train, false: valid).
     """
 
-    def __init__(
-        self,
-        *,
-        num_samples: int = 1000,
-        image_size: int = 32,
-        num_classes: int = 10,
-        num_shapes: int = 1,
-        noise: float = 12.0,
-        seed: int = 0,
-        split: Literal["train", "valid", "test"] = "train",
-        train: bool | None = None,
-        with_mask: bool = False,
-        with_instances: bool = False,
-        with_boxes: bool = False,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        test_mode: bool = False,
-    ) -> None:
-        super().__init__(input_dtype=input_dtype, image_format=image_format, test_mode=test_mode)
-        if not 1 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be 1..{len(SHAPES)}, not {num_classes}")
-        if split not in _SPLITS:
-            raise ValueError(f"split must be train, valid or test, not '{split}'")
-        if image_size < 8 or num_samples < 0 or num_shapes < 1:
-            raise ValueError("need image_size >= 8, num_samples >= 0 and num_shapes >= 1")
-        self.num_samples = num_samples
-        self.size = image_size
-        self.num_classes = num_classes
-        self.num_shapes = num_shapes
-        self.noise = noise
-        self.seed = seed
-        self.split = split if train is None else ("train" if train else "valid")
-        self.with_mask = with_mask
-        self.with_instances = with_instances
-        self.with_boxes = with_boxes
-        if with_boxes:  # an instance attribute: only then do samples hold boxes
-            self.ragged_keys = ("bboxes", "label")
-        self.classes = list(SHAPES)[:num_classes]
-        centers = np.arange(image_size) + 0.5
+    num_samples: int = 1000
+    image_size: int = 32
+    num_classes: int = 10
+    noise: float = 12.0
+    seed: int = 0
+    split: Literal["train", "valid", "test"] = "train"
+    train: bool | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for key, least in (("num_samples", 0), ("image_size", 8)):
+            if getattr(self, key) < least:
+                raise ParamError(key, f"must be at least {least}, got {getattr(self, key)}")
+        if not 1 <= self.num_classes <= len(SHAPES):
+            raise ParamError("num_classes", f"must be 1..{len(SHAPES)}, got {self.num_classes}")
+
+
+class DrawnShapes(ImageDataset):
+    """What the Shapes datasets share: drawing sample ``index`` from its own seed."""
+
+    num_shapes = 1
+
+    def load(self, p: Drawing) -> None:
+        self.num_samples, self.size, self.num_classes = p.num_samples, p.image_size, p.num_classes
+        self.noise, self.seed = p.noise, p.seed
+        self.split = p.split if p.train is None else ("train" if p.train else "valid")
+        self.classes = list(SHAPES)[: p.num_classes]
+        centers = np.arange(p.image_size) + 0.5
         self._y, self._x = np.meshgrid(centers, centers, indexing="ij")
         # Gradient coordinates in -0.5..0.5, precomputed: generation is per sample, keep it short.
-        self._ry, self._rx = (
-            (self._y / image_size - 0.5)[..., None],
-            (self._x / image_size - 0.5)[..., None],
-        )
+        self._ry = (self._y / p.image_size - 0.5)[..., None]
+        self._rx = (self._x / p.image_size - 0.5)[..., None]
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        image, kinds, instances = self.render(index)
-        sample: dict[str, Any] = {"image": image, "index": index}
-        if not self.test_mode:
-            if self.num_shapes == 1:
-                sample["target"] = torch.tensor(kinds[0])
-            else:
-                sample["target"] = torch.zeros(self.num_classes).index_fill_(
-                    0, torch.tensor(kinds), 1.0
-                )
-            if self.with_mask:
-                lookup = torch.tensor([0, *(k + 1 for k in kinds)])
-                sample["mask"] = lookup[instances]
-            if self.with_instances:
-                sample["instances"] = instances
-            if self.with_boxes:
-                sample["bboxes"], sample["label"] = tight_boxes(instances, kinds)
-        return sample
-
     def render(self, index: int) -> tuple[torch.Tensor, list[int], torch.Tensor]:
         """The image (uint8 C,H,W), the class of each shape and the instance map (int64 H,W)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
         size = self.size
         background = rng.uniform(0, 255, 3)
@@ -177,6 +137,60 @@ class Shapes(ImageDataset):
         if self.image_format != "rgb":
             pixels = convert_format(pixels, self.image_format)
         return pixels, kinds, torch.from_numpy(instances)
+
+
+@DATASETS.register
+class Shapes(DrawnShapes):
+    """Coloured geometric shapes on noisy backgrounds, generated per index from a seed.
+
+    Sample keys: ``image``; ``target`` (int64 class of the shape, or a float multi-hot of the
+    classes present when ``num_shapes > 1``); with ``with_mask`` a ``mask`` (int64 H,W:
+    0 background, class + 1 on the shape); with ``with_instances`` ``instances`` (int64 H,W:
+    0 background, shape number from 1; later shapes cover earlier ones); with ``with_boxes``
+    ``bboxes`` (float32 N,4: the tight xyxy box, in pixel edges, of each shape's visible pixels;
+    a shape covered entirely by later ones has none) and ``label`` (int64 N,: its class);
+    ``index``.
+
+    Args: ``Drawing``'s, and ``num_shapes``, shapes per image.
+    """
+
+    @attrs.frozen(kw_only=True)
+    class Params(Drawing):
+        num_shapes: int = 1
+        with_mask: bool = False
+        with_instances: bool = False
+        with_boxes: bool = False
+
+        def __attrs_post_init__(self) -> None:
+            super().__attrs_post_init__()
+            if self.num_shapes < 1:
+                raise ParamError("num_shapes", f"must be at least 1, got {self.num_shapes}")
+
+    def load(self, p: Params) -> None:
+        super().load(p)
+        self.num_shapes, self.with_mask = p.num_shapes, p.with_mask
+        self.with_instances, self.with_boxes = p.with_instances, p.with_boxes
+        if p.with_boxes:  # an instance attribute: only then do samples hold boxes
+            self.ragged_keys = ("bboxes", "label")
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, kinds, instances = self.render(index)
+        sample: dict[str, Any] = {"image": image, "index": index}
+        if not self.test_mode:
+            if self.num_shapes == 1:
+                sample["target"] = torch.tensor(kinds[0])
+            else:
+                sample["target"] = torch.zeros(self.num_classes).index_fill_(
+                    0, torch.tensor(kinds), 1.0
+                )
+            if self.with_mask:
+                lookup = torch.tensor([0, *(k + 1 for k in kinds)])
+                sample["mask"] = lookup[instances]
+            if self.with_instances:
+                sample["instances"] = instances
+            if self.with_boxes:
+                sample["bboxes"], sample["label"] = tight_boxes(instances, kinds)
+        return sample
 
 
 def tight_boxes(instances: torch.Tensor, kinds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

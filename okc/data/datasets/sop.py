@@ -19,7 +19,6 @@ into ``data_folder`` it serves ``SOP``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,20 +26,10 @@ import attrs
 import torch
 
 from okc.data.annotations import read_table
-from okc.data.datasets.base import ImageDataset, InputDtype, drop_missing
-from okc.data.datasets.download import unpack_archive
-from okc.data.io import ImageFormat
+from okc.data.datasets.base import Download, ImageDataset
+from okc.data.datasets.download import Archive, unpack_archive
 from okc.errors import OkcError
-from okc.paths import data_dir
 from okc.registry import DATASETS
-
-
-@attrs.frozen
-class Archive:
-    url: str
-    md5: str
-    folder: str  # the folder the archive unpacks to
-
 
 # TorchOk's archive (URL and checksum); a module-level table so tests and mirrors can repoint it.
 ARCHIVES: dict[str, Archive] = {
@@ -54,15 +43,15 @@ ARCHIVES: dict[str, Archive] = {
 FIRST_CLASS_ID = {True: 1, False: 11319}
 
 
-def sop_root(data_folder: str | None, *, download: bool) -> Path:
+def sop_root(p: Download) -> Path:
     """``data_folder/Stanford_Online_Products``, unpacked from the archive when missing."""
     archive = ARCHIVES["SOP"]
-    folder = Path(data_folder).expanduser() if data_folder else data_dir("sop")
+    folder = p.folder("sop")
     root = folder / archive.folder
     if root.is_dir():
         return root
     return unpack_archive(
-        folder, url=archive.url, md5=archive.md5, inner=archive.folder, download=download
+        folder, url=archive.url, md5=archive.md5, inner=archive.folder, download=p.download
     )
 
 
@@ -77,31 +66,15 @@ class SOP(ImageDataset):
             ``~/.cache/okc/data/sop``).
     """
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        reader_library: str | None = None,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            test_mode=test_mode,
-            reader_library=reader_library,
-            skip_corrupt=skip_corrupt,
-        )
-        root = sop_root(data_folder, download=download)
+    @attrs.frozen(kw_only=True)
+    class Params(Download):
+        pass
+
+    def load(self, p: Params) -> None:
+        train, root = p.train, sop_root(p)
         self.listing = root / ("Ebay_train.txt" if train else "Ebay_test.txt")
         paths, class_ids, self.lines = _read_listing(self.listing)
-        self.paths = [str(root / p) for p in paths]
+        self.paths = [str(root / path) for path in paths]
         first = FIRST_CLASS_ID[train]
         for row, class_id in enumerate(class_ids):
             if class_id < first:
@@ -110,10 +83,7 @@ class SOP(ImageDataset):
                     f"of SOP's {'train' if train else 'test'} split"
                 )
         self.targets = torch.tensor(class_ids, dtype=torch.int64) - first
-        self.rows = drop_missing(self.paths, self.where) if skip_corrupt else range(len(self.paths))
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        self._keep_existing()
 
     def where(self, row: int) -> str:
         return f"{self.listing} line {self.lines[row]}"
@@ -123,8 +93,7 @@ class SOP(ImageDataset):
         return self.targets[list(self.rows)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        sample: dict[str, Any] = {"image": self._image(self.paths[row], row), "index": index}
+        row, sample = self._first(index)
         if not self.test_mode:
             sample["target"] = self.targets[row]
         return sample
@@ -143,36 +112,23 @@ class TRIPLET_SOP(ImageDataset):  # TorchOk's registered name
 
     image_keys: ClassVar[tuple[str, ...]] = ("anchor", "positive", "negative")
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        anchor_column: str = "anchor",
-        positive_column: str = "positive",
-        negative_column: str = "negative",
-        input_dtype: InputDtype = "float32",
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        reader_library: str | None = None,
-    ) -> None:
-        super().__init__(
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            reader_library=reader_library,
-        )
-        root = sop_root(data_folder, download=download)
-        self.columns = (anchor_column, positive_column, negative_column)
-        name = "sop_triplet_train.csv" if train else "sop_triplet_test.csv"
+    @attrs.frozen(kw_only=True)
+    class Params(Download):
+        anchor_column: str = "anchor"
+        positive_column: str = "positive"
+        negative_column: str = "negative"
+
+    def load(self, p: Params) -> None:
+        root = sop_root(p)
+        self.columns = (p.anchor_column, p.positive_column, p.negative_column)
+        name = "sop_triplet_train.csv" if p.train else "sop_triplet_test.csv"
         if not (root / name).is_file():
             raise OkcError(
                 f"{root / name} not found: the triplet lists come with TorchOk's SOP archive "
                 f"({ARCHIVES['SOP'].url}), not with the official zip"
             )
         self.table = read_table(root / name, self.columns)
-        self.paths = {c: [str(root / p) for p in self.table[c]] for c in self.columns}
+        self.paths = {c: [str(root / path) for path in self.table[c]] for c in self.columns}
 
     def __len__(self) -> int:
         return len(self.table)

@@ -10,15 +10,11 @@ elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import attrs
 
-from okc.data.datasets.base import InputDtype, TargetDtype
-from okc.data.datasets.cifar import Archive
-from okc.data.datasets.download import unpack_archive
+from okc.data.datasets.base import Download, ImageSource, TargetDtype
+from okc.data.datasets.download import Archive, unpack_archive
 from okc.data.datasets.segmentation import ImageSegmentationDataset
-from okc.data.io import ImageFormat
-from okc.paths import data_dir
 from okc.registry import DATASETS
 
 ARCHIVE = Archive(
@@ -35,46 +31,26 @@ NUM_CLASSES = 3  # background, fruit, peduncle
 class SweetPepper(ImageSegmentationDataset):
     """Sweet Pepper segmentation (TorchOk's ``SweetPepper``); samples: ``image``, ``mask``.
 
-    Args:
-        train: the 500 training images (else the 120 validation images).
-        download: fetch TorchOk's archive when it is not in ``data_folder``.
-        data_folder: where ``sweet_pepper.tar.gz`` / its unpacked ``sweet_pepper/`` folder lives
-            (default: okc's data cache, ``~/.cache/okc/data/sweet_pepper``).
+    Args: ``Download``'s (``train``: the 500 training images, else the 120 validation images;
+    the default ``data_folder`` is ``~/.cache/okc/data/sweet_pepper``) and ``target_dtype``.
 
     Masks are checked against the three classes as they are read (see
     ``ImageSegmentationDataset``).
     """
 
-    def __init__(
-        self,
-        *,
-        train: bool = True,
-        download: bool = False,
-        data_folder: str | None = None,
-        input_dtype: InputDtype = "float32",
-        target_dtype: TargetDtype = "int64",
-        reader_library: str | None = None,
-        image_format: ImageFormat = "rgb",
-        rgba_layout_color: int | Sequence[int] = 0,
-        test_mode: bool = False,
-        skip_corrupt: bool = False,
-    ) -> None:
-        folder = Path(data_folder).expanduser() if data_folder else data_dir("sweet_pepper")
-        annotation = ARCHIVE.train[0] if train else ARCHIVE.test[0]
+    @attrs.frozen(kw_only=True)
+    class Params(Download):
+        target_dtype: TargetDtype = "int64"
+
+    def load(self, p: Params) -> None:  # type: ignore[override]
+        folder = p.folder("sweet_pepper")
+        annotation = ARCHIVE.train[0] if p.train else ARCHIVE.test[0]
         if not (folder / ARCHIVE.folder / annotation).is_file():
             unpack_archive(
-                folder, url=ARCHIVE.url, md5=ARCHIVE.md5, inner=ARCHIVE.folder, download=download
+                folder, url=ARCHIVE.url, md5=ARCHIVE.md5, inner=ARCHIVE.folder, download=p.download
             )
-        super().__init__(
-            data_folder=str(folder / ARCHIVE.folder),
-            annotation_path=annotation,
-            target_column="mask",
-            target_dtype=target_dtype,
-            input_dtype=input_dtype,
-            image_format=image_format,
-            rgba_layout_color=rgba_layout_color,
-            test_mode=test_mode,
-            reader_library=reader_library,
-            skip_corrupt=skip_corrupt,
-            num_classes=NUM_CLASSES,
-        )
+        source = {a.name: getattr(p, a.name) for a in attrs.fields(ImageSource)}
+        super().load(ImageSegmentationDataset.Params(
+            **source, data_folder=str(folder / ARCHIVE.folder), annotation_path=annotation,
+            target_column="mask", target_dtype=p.target_dtype, num_classes=NUM_CLASSES,
+        ))  # fmt: skip
