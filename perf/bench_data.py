@@ -75,7 +75,7 @@ def okc_batches(root: Path, args: argparse.Namespace) -> Callable[[], Iterable[A
             batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers, drop_last=True
         ),
     )
-    pipeline = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", device=args.device)
+    pipeline = build_pipeline(item, phase=Phase.TRAIN, device=args.device)
 
     def run() -> Iterable[Any]:
         for batch in pipeline:
@@ -218,7 +218,7 @@ def okc_imagenet(
     item = imagenet_item(root, args, fancy_pca, workers)
     keep = mock.patch.object(module, "_cpu_tail", lambda *a: (*a[:3], None))
     with keep if batched else contextlib.nullcontext():
-        pipeline = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", device=args.device)
+        pipeline = build_pipeline(item, phase=Phase.TRAIN, device=args.device)
 
     def run() -> Iterable[Any]:
         for batch in pipeline:

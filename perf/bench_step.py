@@ -160,7 +160,7 @@ class HandWritten:
             self.accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=NUM_CLASSES)
             self.accuracy.to(device)
         self.pipeline = build_pipeline(
-            exp.data.TRAIN[0], phase=Phase.TRAIN, path="data.TRAIN.0", seed=seed, device=device
+            exp.data.TRAIN[0], phase=Phase.TRAIN, seed=seed, device=device
         )
         self.pipeline.set_epoch(0)
         self.batches = iter(self.pipeline)

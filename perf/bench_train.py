@@ -280,7 +280,7 @@ def side_data(args: argparse.Namespace, folder: Path, device: torch.device) -> d
     _patch_md5(folder)
     with tempfile.TemporaryDirectory() as logs:
         exp = experiment_from_data(okc_experiment(args, folder, logs, device), name="bench")
-    pipeline = build_pipeline(exp.data.TRAIN[0], phase=Phase.TRAIN, path="data.TRAIN.0",
+    pipeline = build_pipeline(exp.data.TRAIN[0], phase=Phase.TRAIN,
                               seed=0, device=device)  # fmt: skip
 
     def steps() -> Iterator[None]:

@@ -191,7 +191,7 @@ def albumentations_run(
 def okc_run(case: Case, mask: np.ndarray, seed: int = 0) -> list[Output]:
     """okc's op, built from config, on ``case.n`` copies of the image: one output per sample."""
     torch.manual_seed(seed)
-    built = build_ops([{"name": case.name, "params": dict(case.params)}], path="augment")
+    built = build_ops([{"name": case.name, "params": dict(case.params)}])
     op = Chain(built)
     image = torch.from_numpy(case.image).permute(2, 0, 1).contiguous()
     mask_t = torch.from_numpy(mask).long()[None]

@@ -61,7 +61,7 @@ def test_collate_keeps_ragged_keys_as_lists() -> None:
 
 def test_each_image_key_is_resized_and_augmented_on_its_own(pair_dataset: str) -> None:
     torch.manual_seed(0)
-    pipe = build_pipeline(_item(pair_dataset), phase=Phase.TRAIN, path="data.TRAIN.0")
+    pipe = build_pipeline(_item(pair_dataset), phase=Phase.TRAIN)
     cpu = next(iter(pipe))
     assert cpu["image"].shape == cpu["other"].shape == (6, 3, 12, 12)  # per-sample Resize on both
     assert [t.shape[0] for t in cpu["bboxes"]] == [0, 1, 2, 0, 1, 2]

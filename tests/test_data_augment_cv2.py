@@ -22,7 +22,7 @@ H, W = IMAGE.shape[:2]
 
 
 def okc_op(name: str, **params: Any) -> np.ndarray:
-    op = Chain(build_ops([{"name": name, "params": {"p": 1.0, **params}}], path="x"))
+    op = Chain(build_ops([{"name": name, "params": {"p": 1.0, **params}}]))
     out, _ = op(torch.from_numpy(IMAGE).permute(2, 0, 1)[None].float() / 255, [])
     return out[0].permute(1, 2, 0).numpy() * 255
 

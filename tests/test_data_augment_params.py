@@ -311,7 +311,7 @@ def _batch() -> tuple[torch.Tensor, list[torch.Tensor], Boxes]:
 
 
 def _run(name: str, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list]:
-    op = Chain(build_ops([{"name": name, "params": params}], path="aug"))
+    op = Chain(build_ops([{"name": name, "params": params}]))
     image, masks, boxes = _batch()
     torch.manual_seed(1)
     if box_problem(op) is not None:
@@ -363,7 +363,7 @@ def test_a_non_default_value_changes_the_output(name: str, row: Change) -> None:
 )
 def test_an_unsupported_value_is_refused_naming_it(name: str, row: Refuse) -> None:
     params = {**TABLE[name][0], **row.params}
-    where = "" if row.on_data else re.escape("aug.0.params") + ".*"
+    where = "" if row.on_data else re.escape("0.params") + ".*"
     with pytest.raises(OkcError, match=where + row.match) as info:
         _run(name, params)
-    assert row.param in str(info.value) or "aug.0.params:" in str(info.value), str(info.value)
+    assert row.param in str(info.value) or "0.params:" in str(info.value), str(info.value)

@@ -18,11 +18,12 @@ from okc.config.schema import Augmentation, DataItem, DataLoader, Dataset, Phase
 from okc.data import build_pipeline
 from okc.data.augment import build_ops, split_augment
 from okc.data.ops import Boxes, Chain, OneSample
+from okc.data.pipeline import setting_warnings
 from okc.errors import ConfigError
 
 
 def chain(*entries: tuple[str, dict[str, Any]]) -> nn.Module:
-    return Chain(build_ops([Augmentation(n, p) for n, p in entries], path="aug"))
+    return Chain(build_ops([Augmentation(n, p) for n, p in entries]))
 
 
 def labelled_batch(batch: int = 8, height: int = 14, width: int = 18) -> tuple:
@@ -160,7 +161,7 @@ def _images_csv(folder: Path, sizes: list[tuple[int, int]], *, masks: bool = Fal
 
 def _pipeline(dataset: Dataset, phase: Phase = Phase.TRAIN, batch: int = 4) -> Any:
     item = DataItem(dataset, DataLoader(batch_size=batch, num_workers=2))
-    return build_pipeline(item, phase=phase, path=f"data.{phase.name}.0")
+    return build_pipeline(item, phase=phase)
 
 
 def test_imagenet_augment_resizes_images_of_two_sizes_per_sample(tmp_path: Path) -> None:
@@ -189,9 +190,9 @@ def test_imagenet_augment_resizes_images_of_two_sizes_per_sample(tmp_path: Path)
     batch = next(iter(pipeline))
     assert batch["image"].shape == (4, 3, 12, 12) and batch["image"].dtype == torch.float32
     assert pipeline.to_device(batch)["image"].shape == (4, 3, 12, 12)
-    # augment is TRAIN-only: in VALID the images keep their sizes and do not batch
-    with pytest.warns(UserWarning, match="TRAIN only"):
-        valid = _pipeline(dataset, Phase.VALID)
+    # augment is TRAIN-only: in VALID the images keep their sizes and do not batch (okc warns)
+    assert "TRAIN only" in str(setting_warnings(DataItem(dataset), Phase.VALID))
+    valid = _pipeline(dataset, Phase.VALID)
     with pytest.raises(Exception, match="cannot batch 'image'"):
         next(iter(valid))
 
@@ -230,7 +231,6 @@ def test_size_ops_in_random_containers_run_per_sample() -> None:
                 {"name": "CenterCrop", "params": {"height": 8, "width": 8}}]}),
             Augmentation("GridDistortion"),
         ],
-        path="aug",
     )  # fmt: skip
     per_sample, batched = split_augment(built)
     assert len(per_sample) == 1 and isinstance(per_sample[0], OneSample)  # one float trip
@@ -299,7 +299,7 @@ def test_per_sample_random_ops_are_safe_in_loader_threads() -> None:
     get their own copy (sharing one mixed samples up and failed inside Kornia)."""
     built = build_ops(
         [Augmentation("HorizontalFlip"), Augmentation("VerticalFlip"),
-         Augmentation("Resize", {"height": 8, "width": 8})], path="aug",
+         Augmentation("Resize", {"height": 8, "width": 8})],
     )  # fmt: skip
     per_sample, _ = split_augment(built)
     errors: list[str] = []

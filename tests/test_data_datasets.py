@@ -74,7 +74,7 @@ def test_cifar_reads_a_batch_as_collate_would(cifar10_archive: Path, test_mode: 
         ),
         dataloader=DataLoader(batch_size=4),
     )
-    pipeline = build_pipeline(item, phase=Phase.VALID, path="data.VALID.0")
+    pipeline = build_pipeline(item, phase=Phase.VALID)
     assert pipeline._reader.batched  # the pipeline takes the batched read
     first = next(iter(pipeline))
     assert torch.equal(first["image"], collate([dataset[i] for i in range(4)])["image"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from PIL import Image
 
 from okc.config.schema import Augmentation, DataItem, DataLoader, Dataset, Phase
 from okc.data import build_pipeline
-from okc.data.pipeline import DataPipeline
-from okc.errors import ConfigError, OkcError
+from okc.data.pipeline import DataPipeline, setting_warnings
+from okc.errors import ConfigError, OkcError, at, under
 
 
 def shapes_item(num: int = 23, *, transform=(), augment=(), **loader: Any) -> DataItem:
@@ -25,7 +26,12 @@ def shapes_item(num: int = 23, *, transform=(), augment=(), **loader: Any) -> Da
 
 
 def pipeline(item: DataItem, phase: Phase = Phase.TRAIN, **kwargs: Any) -> DataPipeline:
-    return build_pipeline(item, phase=phase, path=f"data.{phase.name}.0", **kwargs)
+    """The pipeline of ``data.<PHASE>.0``, its warnings and errors placed as the loop places them."""
+    key = f"data.{phase.name}.0"
+    for warning in under(key, setting_warnings(item, phase)):
+        warnings.warn(str(warning), stacklevel=2)
+    with at(key):
+        return build_pipeline(item, phase=phase, **kwargs)
 
 
 def indices(batches) -> list[int]:

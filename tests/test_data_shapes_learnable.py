@@ -39,11 +39,8 @@ def test_small_cnn_learns_shapes() -> None:
     train = build_pipeline(
         item("train", 8000, batch_size=128, shuffle=True, drop_last=True),
         phase=Phase.TRAIN,
-        path="data.TRAIN.0",
     )
-    valid = build_pipeline(
-        item("valid", 1000, batch_size=500), phase=Phase.VALID, path="data.VALID.0"
-    )
+    valid = build_pipeline(item("valid", 1000, batch_size=500), phase=Phase.VALID)
     model, epochs = _net(10), 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * len(train))

@@ -16,7 +16,7 @@ from okc.errors import OkcError
 
 
 def chain(*entries: tuple[str, dict[str, Any]]) -> nn.Module:
-    return Chain(build_ops([Augmentation(n, p) for n, p in entries], path="aug"))
+    return Chain(build_ops([Augmentation(n, p) for n, p in entries]))
 
 
 def one(boxes: list[list[float]], labels: list[int] | None = None, **kw: float) -> Boxes:

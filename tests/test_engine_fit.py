@@ -58,7 +58,7 @@ def test_validate_metrics_equal_a_hand_computation(tiny_exp) -> None:
     task = build_task(exp)
     task.model.load_state_dict(read_checkpoint(result.last_checkpoint)["model"])
     task.eval()
-    pipeline = build_pipeline(exp.data.VALID[0], phase=Phase.VALID, path="data.VALID.0")
+    pipeline = build_pipeline(exp.data.VALID[0], phase=Phase.VALID)
     correct = total = 0
     losses = []
     with torch.no_grad():

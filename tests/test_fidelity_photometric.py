@@ -219,8 +219,7 @@ def test_gauss_noise_has_albumentations_spread() -> None:
     from okc.data.augment import build_ops
     from okc.data.ops import Chain
 
-    op = Chain(build_ops([{"name": "GaussNoise", "params": {"var_limit": [100, 100], "p": 1}}],
-                         path="augment"))  # fmt: skip
+    op = Chain(build_ops([{"name": "GaussNoise", "params": {"var_limit": [100, 100], "p": 1}}]))  # fmt: skip
     out, _ = op(torch.full((1, 3, 64, 64), 128 / 255), [])
     ours = (out[0] * 255).round() - 128
     assert abs(float(ours.std()) - 10.0) < 0.5 and abs(float(noise.std()) - 10.0) < 0.5

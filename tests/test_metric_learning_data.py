@@ -349,7 +349,7 @@ def test_pipeline_gives_pk_batches_and_resumes_exactly() -> None:
     assert check_data(_data_of(item)) == []
     shapes = Shapes(num_samples=96, image_size=16, num_classes=6)
     labels = torch.stack([shapes[i]["target"] for i in range(len(shapes))])
-    pipeline = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", seed=7)
+    pipeline = build_pipeline(item, phase=Phase.TRAIN, seed=7)
     pipeline.set_epoch(2)
     read = list(pipeline)
     batches = [b["index"].tolist() for b in read]
@@ -363,22 +363,22 @@ def test_pipeline_gives_pk_batches_and_resumes_exactly() -> None:
     seen = [next(it)["index"].tolist() for _ in range(3)]
     state = pipeline.state_dict()
     del it
-    resumed = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0", seed=7)
+    resumed = build_pipeline(item, phase=Phase.TRAIN, seed=7)
     resumed.load_state_dict(state)
     resumed.set_epoch(2)
     assert seen + [b["index"].tolist() for b in resumed] == batches
 
 
 def test_pipeline_sampler_errors_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match=r"data.TRAIN.0.sampler.params.samples_per_class"):
-        build_pipeline(shapes_item(samples_per_class=5), phase=Phase.TRAIN, path="data.TRAIN.0")
+    with pytest.raises(ConfigError, match=r"sampler.params.samples_per_class"):
+        build_pipeline(shapes_item(samples_per_class=5), phase=Phase.TRAIN)
     item = attrs.evolve(shapes_item(), sampler=attrs.evolve(shapes_item().sampler,
                                                              params={"batch_size": 3}))  # fmt: skip
     errors = check_data(_data_of(item))
     assert [e.path for e in errors] == ["data.TRAIN.0.sampler.params.batch_size"]
     assert "okc sets 'batch_size'" in errors[0].message
     with pytest.raises(ConfigErrors, match="okc sets 'batch_size'"):
-        build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0")
+        build_pipeline(item, phase=Phase.TRAIN)
 
 
 def _data_of(item: DataItem) -> Data:

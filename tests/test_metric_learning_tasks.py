@@ -61,8 +61,8 @@ def test_pairwise_num_classes_is_checked() -> None:
         task.relevance(torch.tensor([0, 5]))
     with pytest.raises(ConfigError, match="multi-hot targets have 4 columns"):
         task.relevance(torch.zeros(2, 4))
-    errors = PairwiseLearnTask.check_params({**MODEL, "num_clases": 3}, path="task.params")
-    assert [e.path for e in errors] == ["task.params.num_clases"]
+    errors = PairwiseLearnTask.param_problems({**MODEL, "num_clases": 3})
+    assert [e.path for e in errors] == ["num_clases"]
     assert "did you mean 'num_classes'" in errors[0].message
 
 

@@ -13,7 +13,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from okc.errors import ConfigError, ConfigErrors, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
 from okc.models import Model, build_model, check_model_params
 from okc.models.backbones import TINY, timm_lookup, timm_names
 from okc.models.heads.arcface import default_scale
@@ -24,7 +24,8 @@ X = torch.randn(2, 3, 32, 32)
 
 
 def build(backbone: str = "test_resnet", **params: Any) -> Model:
-    return build_model({"backbone_name": backbone, **params}).eval()
+    with at("task.params"):  # where a task places the model's errors
+        return build_model({"backbone_name": backbone, **params}).eval()
 
 
 def prefixes(model: Model) -> set[str]:
@@ -289,7 +290,7 @@ def test_pretrained_file_that_is_not_weights(tmp_path: Path) -> None:
 
 
 def messages(params: dict[str, Any]) -> list[str]:
-    return [str(e) for e in check_model_params(params, path="task.params")]
+    return [str(e) for e in under("task.params", check_model_params(params))]
 
 
 def test_unknown_names_suggest_the_closest() -> None:
@@ -345,7 +346,7 @@ def test_backbone_values_checked_without_building(monkeypatch: pytest.MonkeyPatc
         "task.params.backbone_params.in_channels: must be at least 1, got 0",
     ]
     assert messages({"backbone_params": {}}) == [
-        "task.params: needs 'backbone_name', which is not set"
+        "task.params.backbone_name: required key is missing"
     ]
     assert messages({"backbone_name": "resnet18", "head_params": {"num_classes": 3}}) == [
         "task.params.head_params: is set but head_name is not"

@@ -19,7 +19,7 @@ from okc.api import export as export_experiment
 from okc.api import fit
 from okc.config.bind import build
 from okc.data.datasets import MultiHeadImageDataset, MultiHeadShapes
-from okc.errors import ConfigError, ConfigErrors, OkcError
+from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
 from okc.registry import DATASETS
 from okc.tasks import MultiHeadClassificationTask
 from okc.tasks.onnx import OnnxModel
@@ -113,29 +113,30 @@ def test_checkpoint_keys_and_export_with_one_named_output_per_head(tmp_path: Pat
         ([{**HEADS[0], "type": "ClassificatonHead"}],
          r"task.params.heads.0.type: .*did you mean 'ClassificationHead'"),
         ([{**HEADS[0], "parms": {}}], r"task.params.heads.0.parms: unknown key, did you mean 'params'"),
-        ([{"type": "ClassificationHead", "name": "a"}], r"task.params.heads.0: needs 'target'"),
+        ([{"type": "ClassificationHead", "name": "a"}],
+         r"task.params.heads.0.target: required key is missing"),
         ([HEADS[0], HEADS[0]], r"task.params.heads.1.name: head name 'shape' is repeated"),
         ([{**HEADS[0], "params": {"num_classes": 4, "in_channels": 8}}],
          r"task.params.heads.0.params.in_channels: okc sets 'in_channels'"),
         ([{**HEADS[0], "params": {"num_clases": 4}}],
          r"task.params.heads.0.params.num_clases: .*did you mean 'num_classes'"),
-        ("shape", r"task.params.heads: expected a non-empty list of heads"),
+        ("shape", r"task.params.heads: expected list of mapping, got 'shape'"),
+        ([], r"task.params.heads: expected a non-empty list of heads"),
     ],
 )  # fmt: skip
 def test_bad_heads_are_config_errors_with_key_paths(heads: object, expected: str) -> None:
     params = {**BODY, "heads": heads}
-    messages = "\n".join(
-        map(str, MultiHeadClassificationTask.check_params(params, path="task.params"))
-    )
+    errors = under("task.params", MultiHeadClassificationTask.param_problems(params))
+    messages = "\n".join(map(str, errors))
     assert re.search(expected, messages), messages
-    with pytest.raises(ConfigErrors, match=expected):
+    with pytest.raises(ConfigErrors, match=expected), at("task.params"):
         MultiHeadClassificationTask(**params)  # type: ignore[arg-type]
 
 
 def test_a_vector_head_without_pooling_is_refused() -> None:
     params = {"backbone_name": "test_resnet", "heads": HEADS}
-    errors = MultiHeadClassificationTask.check_params(params, path="task.params")
-    assert any(e.path == "task.params.heads.0.type" and "pooled embedding" in e.message
+    errors = MultiHeadClassificationTask.param_problems(params)
+    assert any(e.path == "heads.0.type" and "pooled embedding" in e.message
                for e in errors), errors  # fmt: skip
 
 

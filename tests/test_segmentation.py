@@ -25,7 +25,7 @@ from okc.data.io import read_mask
 from okc.engine.build import build_task
 from okc.engine.checkpoint import load_weights, read_checkpoint
 from okc.engine.seed import seed_everything
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigErrors, OkcError
 from okc.exports.onnx import OnnxModel
 from okc.losses.dice import DiceLoss
 from okc.metrics import MetricsManager
@@ -229,7 +229,7 @@ def test_ocr_head_gives_aux_logits_as_their_own_output() -> None:
 
 
 def test_head_that_does_not_upsample_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"head_params\.do_interpolate: .*input size"):
+    with pytest.raises(ConfigErrors, match=r"head_params\.do_interpolate: .*input size"):
         SegmentationTask(
             backbone_name="test_resnet",
             neck_name="UNet",
@@ -405,7 +405,7 @@ def test_predict_writes_palette_pngs_equal_to_the_argmax(trained, tmp_path: Path
     # the argmax computed here, independently of okc predict
     task = build_task(exp).eval()
     load_weights(task.model, checkpoint)
-    pipeline = build_pipeline(exp.data.PREDICT[0], phase=Phase.PREDICT, path="data.PREDICT.0")
+    pipeline = build_pipeline(exp.data.PREDICT[0], phase=Phase.PREDICT)
     expected: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for batch in pipeline:

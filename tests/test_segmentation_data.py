@@ -95,7 +95,7 @@ def _run(name: str, augment: list[dict[str, Any]], transform: tuple = ()) -> tup
         dataloader=DataLoader(batch_size=16),
     )
     torch.manual_seed(0)
-    pipe = build_pipeline(item, phase=Phase.TRAIN, path="data.TRAIN.0")
+    pipe = build_pipeline(item, phase=Phase.TRAIN)
     cpu = next(iter(pipe))
     return cpu, pipe.to_device(dict(cpu))
 

@@ -103,10 +103,10 @@ def test_the_two_views_are_separate_batched_draws_of_augment() -> None:
                {"name": "ColorJitter", "params": {"brightness": 0.4, "p": 1.0}}]  # fmt: skip
     dataset = Dataset(name="ContrastiveShapes", params={"num_samples": 8, "image_size": 16},
                       augment=augment)  # fmt: skip
-    train = build_pipeline(DataItem(dataset, DataLoader(batch_size=8)), phase=Phase.TRAIN, path="d")
+    train = build_pipeline(DataItem(dataset, DataLoader(batch_size=8)), phase=Phase.TRAIN)
     assert train.augment is not None and not train._reader.per_sample  # batched, on the device
     plain = Dataset(name="ContrastiveShapes", params={"num_samples": 8, "image_size": 16})
-    valid = build_pipeline(DataItem(plain, DataLoader(batch_size=8)), phase=Phase.VALID, path="d")
+    valid = build_pipeline(DataItem(plain, DataLoader(batch_size=8)), phase=Phase.VALID)
     for pipeline, differ in ((train, True), (valid, False)):
         batch = pipeline.to_device(next(iter(pipeline)))
         assert set(batch) == {"image_0", "image_1", "index"}

@@ -86,7 +86,7 @@ def test_the_grid_is_the_batch_the_model_receives(tiny_exp) -> None:
 def test_denormalize_undoes_okc_normalize(max_pixel_value: float) -> None:
     params = {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3],
               "max_pixel_value": max_pixel_value}  # fmt: skip
-    normalize = Chain(build_ops([{"name": "Normalize", "params": params}], path="t"))
+    normalize = Chain(build_ops([{"name": "Normalize", "params": params}]))
     x = torch.rand(2, 3, 8, 8)
     y, _ = normalize(x, [])
     found = find_normalize(

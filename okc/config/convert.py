@@ -125,6 +125,10 @@ def _union_hook(t: Any) -> Any:
 
     others = [m for m in members if m is not type(None)]
     tables = [m for m in others if attrs.has(m) or get_origin(m) in (Mapping, dict)]
+    lists = [m for m in others if get_origin(m) in (tuple, list) or m in (tuple, list)]
+    # A scalar tries the scalar members first: `class_weight: 1.0` against
+    # `list[float] | float` is 1.0, not the one-item list a list member would make of it.
+    scalars_first = [m for m in others if m not in lists] + lists
 
     def structure(v: Any, _: Any) -> Any:
         if v is None and type(None) in members:
@@ -134,9 +138,9 @@ def _union_hook(t: Any) -> Any:
             return converter.structure(v, others[0])
         if isinstance(v, Mapping) and len(tables) == 1:
             return converter.structure(v, tables[0])
-        for m in members:
-            if m is type(None):
-                continue
+        if isinstance(v, (list, tuple)) and len(lists) == 1:
+            return converter.structure(v, lists[0])
+        for m in others if isinstance(v, (list, tuple)) else scalars_first:
             try:
                 return converter.structure(v, m)
             except (Mismatch, ClassValidationError, IterableValidationError):
@@ -290,6 +294,8 @@ def _unknown_key(cl: type, key: str, known: list[str]) -> str:
 
 def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
     """Flatten a cattrs exception group into one ``ConfigError`` per problem."""
+    if isinstance(exc, ConfigErrors):  # a nested Params class' own structuring
+        return [e.under(path) for e in exc.errors]
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [a.name for a in attrs.fields(exc.cl)]
         return [

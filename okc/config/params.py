@@ -122,8 +122,11 @@ def bind(
     if declared(target) is not None:
         return _structure(params, cls)
     if cls is target:  # an attrs class: its own params
-        return {a.name: getattr(_structure(params, cls), a.name) for a in attrs.fields(cls)
-                if a.name in params}
+        return {
+            a.name: getattr(_structure(params, cls), a.name)
+            for a in attrs.fields(cls)
+            if a.name in params
+        }
     names = {a.name for a in attrs.fields(cls)}
     extra = {k: v for k, v in params.items() if k not in names}
     if cls.__okc_open__ and not any(k in cls.__okc_injected__ for k in extra):

@@ -91,10 +91,8 @@ def check_ops(items: Sequence[Any]) -> list[ConfigError]:
     return []
 
 
-def build_ops(items: Sequence[Any], *, path: str = "") -> list[nn.Module]:
-    """Build a transform/augment list; every entry's errors at once, relative to the list.
-
-    ``path`` places them (being retired: callers use ``okc.errors.at``)."""
+def build_ops(items: Sequence[Any]) -> list[nn.Module]:
+    """Build a transform/augment list; every entry's errors at once, relative to the list."""
     built: list[nn.Module] = []
     errors: list[ConfigError] = []
     for i, item in enumerate(items):
@@ -105,7 +103,7 @@ def build_ops(items: Sequence[Any], *, path: str = "") -> list[nn.Module]:
             errors += err.errors
         except ConfigError as err:
             errors.append(err)
-    raise_if(under(path, errors))
+    raise_if(errors)
     return built
 
 

@@ -43,7 +43,7 @@ from okc.data.ops import Boxes, Chain, Normalize, box_problem, run
 from okc.data.sample_ops import SampleNormalize, sample_forms, sample_normalize
 from okc.data.samplers import supplied
 from okc.data.sampling import BatchOrder, IndexSampler
-from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
+from okc.errors import ConfigError, ConfigErrors, OkcError, at
 from okc.registry import DATASETS, SAMPLERS
 from okc.tree import map_tensors
 
@@ -275,7 +275,6 @@ def build_pipeline(
     item: DataItem,
     *,
     phase: Phase,
-    path: str,
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
@@ -283,17 +282,13 @@ def build_pipeline(
 ) -> DataPipeline:
     """Build the dataset, sampler, loader and augmentations of one data item.
 
-    ``path`` is the item's key path (``data.TRAIN.0``): errors and warnings are placed there
-    (being retired: callers will place them with ``okc.errors.at``). In VALID/TEST/PREDICT
-    ``drop_last`` would silently leave samples unscored: okc warns (TorchOk raised).
+    Errors are relative to the item; the caller places them (``with at("data.TRAIN.0")``) and
+    warns of ``setting_warnings``, as ``okc.engine.loop`` does.
     """
     device = torch.device(device)
     loader_cfg = item.dataloader
-    for warning in under(path, setting_warnings(item, phase)):
-        warnings.warn(str(warning), stacklevel=2)
-    with at(path):
-        dataset, per_sample, augment_batched, batched = _stages(item, phase)
-        sampler = _build_sampler(item, dataset)
+    dataset, per_sample, augment_batched, batched = _stages(item, phase)
+    sampler = _build_sampler(item, dataset)
     spec = SampleSpec.of(dataset)
     finish = None
     if (
@@ -317,12 +312,7 @@ def build_pipeline(
         sampler=sampler,
     )
     pin = loader_cfg.pin_memory if loader_cfg.pin_memory is not None else device.type == "cuda"
-    if pin and not torch.cuda.is_available():
-        if loader_cfg.pin_memory:
-            warnings.warn(
-                f"{path}.dataloader.pin_memory: no CUDA device, not pinning", stacklevel=2
-            )
-        pin = False
+    pin = pin and torch.cuda.is_available()
     reader = _BatchReader(dataset, per_sample, order, finish)
     loader = BatchLoader(
         order,
@@ -446,7 +436,9 @@ def _build_sampler(item: DataItem, dataset: Any) -> IndexSampler | None:
 
 
 def setting_warnings(item: DataItem, phase: Phase) -> list[ConfigError]:
-    """Settings that are allowed but probably not meant (to warn of), relative to the item."""
+    """Settings that are allowed but probably not meant (to warn of), relative to the item.
+
+    In VALID/TEST/PREDICT ``drop_last`` would silently leave samples unscored (TorchOk raised)."""
     found = []
     loader = item.dataloader
     if phase is not Phase.TRAIN and loader.drop_last:
@@ -457,4 +449,6 @@ def setting_warnings(item: DataItem, phase: Phase) -> list[ConfigError]:
                                  f"in {phase.name}"))  # fmt: skip
     if loader.timeout:
         found.append(ConfigError("dataloader.timeout", "has no effect in okc's threaded loader"))
+    if loader.pin_memory and not torch.cuda.is_available():
+        found.append(ConfigError("dataloader.pin_memory", "no CUDA device, not pinning"))
     return found

@@ -27,6 +27,7 @@ from torch import Tensor
 from okc.config.imports import import_user_modules
 from okc.config.schema import Experiment, Phase
 from okc.data import build_pipeline
+from okc.data.pipeline import setting_warnings
 from okc.engine import cluster, distributed
 from okc.engine.build import batch_limit, build_task, limits, warn_unsupported
 from okc.engine.checkpoint import Checkpointer, ModelState, RNGState
@@ -39,7 +40,7 @@ from okc.engine.state import CallbackStates, OptimizationState, Progress, TrainD
 from okc.engine.step import TrainingModule, maybe_compile, shard_units
 from okc.engine.strategy import select_strategy
 from okc.engine.weights import load_evaluation_weights, merge_load_checkpoint
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, OkcError, at, under
 from okc.loggers import build_run_logger, make_run_dir
 from okc.losses import build_joint_loss
 from okc.metrics import MetricsManager
@@ -159,13 +160,17 @@ class Loop:
         return Path(self.strategy.broadcast_object(str(run_dir) if run_dir else None))
 
     def _pipelines(self, phase: Phase) -> list[Any]:
-        return [
-            build_pipeline(
-                item, phase=phase, path=f"data.{phase.name}.{i}", seed=self.seed,
-                rank=self.env.rank, world_size=self.env.world_size, device=self.device,
-            )
-            for i, item in enumerate(self.exp.data[phase])
-        ]  # fmt: skip
+        pipelines = []
+        for i, item in enumerate(self.exp.data[phase]):
+            key = f"data.{phase.name}.{i}"
+            for warning in under(key, setting_warnings(item, phase)):
+                warnings.warn(str(warning), stacklevel=2)
+            with at(key):
+                pipelines.append(build_pipeline(
+                    item, phase=phase, seed=self.seed, rank=self.env.rank,
+                    world_size=self.env.world_size, device=self.device,
+                ))  # fmt: skip
+        return pipelines
 
     def _setup_fit(self) -> list[Any]:
         """The training objects, registered with the checkpointer; returns the VALID pipelines."""

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from okc.config.schema import Experiment, Phase
 from okc.data.pipeline import build_pipeline
-from okc.errors import ConfigError, OkcError
+from okc.errors import ConfigError, OkcError, at
 from okc.tasks.onnx import OnnxModel
 
 INT8_SUFFIX = ".int8.onnx"
@@ -48,7 +48,8 @@ def check_quantize(exp: Experiment, quantize: str, num_batches: int) -> None:
 
 def valid_batches(exp: Experiment, *, max_batches: int | None = None) -> Iterator[dict[str, Any]]:
     """VALID batches as the model sees them in validation (on the CPU, transformed)."""
-    pipeline = build_pipeline(exp.data.VALID[0], phase=Phase.VALID, path="data.VALID.0")
+    with at("data.VALID.0"):
+        pipeline = build_pipeline(exp.data.VALID[0], phase=Phase.VALID)
     pipeline.set_epoch(0)
     for batch in itertools.islice(pipeline, max_batches):
         yield pipeline.to_device(batch)

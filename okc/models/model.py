@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import torch
+from cattrs.errors import ClassValidationError
 from torch import nn
 
-from okc.config.bind import build, check_params, raise_if, resolve
-from okc.errors import ConfigError
+from okc.config.bind import construct
+from okc.config.convert import structure
+from okc.config.params import problems
+from okc.errors import ConfigError, ConfigErrors, at, under
 from okc.models.necks.last_stage import LastStage
 from okc.models.parts import ChecksParams, StatesInChannels, input_kind, takes_image_size
 from okc.registry import BACKBONES, HEADS, NECKS, POOLINGS, Registry
@@ -28,6 +32,8 @@ PIECES: dict[str, Registry] = {
     "head": HEADS,
 }
 MODEL_KEYS = tuple(f"{piece}_{part}" for piece in PIECES for part in ("name", "params"))
+#: where a task's params sit in an experiment: errors found while running name their keys there
+TASK_PARAMS = "task.params"
 # What okc passes each piece; a piece gets the ones its signature accepts.
 _SUPPLIED = {
     "backbone": (),
@@ -35,6 +41,89 @@ _SUPPLIED = {
     "pooling": ("in_channels",),
     "head": ("in_channels",),
 }
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class BodyKeys:
+    """The keys of a model's body (TorchOk's): backbone, neck and pooling, each a registered name
+    and its params. Structuring checks them all together: names resolve (did-you-mean), params
+    bind to each piece (less what okc supplies), a ``*_params`` without its name is an error.
+
+    Task params inherit this class (or ``ModelKeys``), so TorchOk's flat keys stay flat; a
+    subclass adds its own cross-field rules by extending ``problems``.
+    """
+
+    backbone_name: str
+    backbone_params: dict[str, Any] = attrs.field(factory=dict)
+    neck_name: str | None = None
+    neck_params: dict[str, Any] = attrs.field(factory=dict)
+    pooling_name: str | None = None
+    pooling_params: dict[str, Any] = attrs.field(factory=dict)
+
+    pieces: ClassVar[tuple[str, ...]] = ("backbone", "neck", "pooling")
+
+    def __attrs_post_init__(self) -> None:
+        errors = self.problems()
+        if errors:  # cattrs' group of one class's errors: the converter places each at its key
+            raise ClassValidationError(type(self).__name__, errors, type(self))
+
+    def problems(self) -> list[ConfigError]:
+        """Every problem found without building anything heavy (relative to these keys)."""
+        return [e for piece in self.pieces for e in self._piece_problems(piece)]
+
+    def target(self, piece: str) -> Callable[..., Any] | None:
+        """The registered class or factory of ``piece`` (None when unset or unknown)."""
+        name = getattr(self, f"{piece}_name", None)  # BodyKeys has no head
+        return PIECES[piece].find(name) if name is not None else None
+
+    def _piece_problems(self, piece: str) -> list[ConfigError]:
+        name, params = getattr(self, f"{piece}_name"), getattr(self, f"{piece}_params")
+        if name is None:
+            unused = [ConfigError(f"{piece}_params", f"is set but {piece}_name is not")]
+            return unused if params else []
+        try:
+            with at(f"{piece}_name"):
+                target = PIECES[piece].get(name)
+        except ConfigError as err:
+            return [err]
+        errors = problems(target, params, _supplied(piece, target))
+        if not errors and isinstance(target, ChecksParams):  # timm's open signature
+            errors = [ConfigError(p.key, p.message) for p in target.param_problems(params)]
+        return under(f"{piece}_params", errors)
+
+
+@attrs.frozen(kw_only=True, slots=False)
+class ModelKeys(BodyKeys):
+    """The model keys of every task: the body's plus the head's, which must fit what comes
+    before it (a head that takes a map after a pooling, or a pooled vector with no pooling)."""
+
+    head_name: str | None = None
+    head_params: dict[str, Any] = attrs.field(factory=dict)
+
+    pieces: ClassVar[tuple[str, ...]] = ("backbone", "neck", "pooling", "head")
+
+    def problems(self) -> list[ConfigError]:
+        errors = super().problems()
+        misfit = fit_problem(self.head_name, self.target("head"), self.pooling_name)
+        if misfit is not None:
+            errors.append(ConfigError("pooling_name" if self.pooling_name else "head_name", misfit))
+        return errors
+
+
+def fit_problem(head: str | None, target: object, pooling: str | None) -> str | None:
+    """Why head ``head`` (its class ``target``) does not fit after ``pooling``, or None."""
+    kind = input_kind(target)
+    if kind == "map" and pooling is not None:
+        return (
+            f"{head} takes a feature map (N, C, H, W), but pooling '{pooling}' turns the map "
+            "into one vector per image; remove pooling_name"
+        )
+    if kind == "vector" and pooling is None:
+        return (
+            f"{head} takes a pooled embedding (N, C), but no pooling is set and the "
+            "neck/backbone gives a map (N, C, H, W); set pooling_name (e.g. Pooling)"
+        )
+    return None
 
 
 class Model(nn.Module):
@@ -51,7 +140,6 @@ class Model(nn.Module):
         neck: nn.Module | None = None,
         pooling: nn.Module | None = None,
         head: nn.Module | None = None,
-        input_key: str = "backbone_params.in_channels",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -64,7 +152,6 @@ class Model(nn.Module):
         self.in_channels = backbone.in_channels if isinstance(backbone, StatesInChannels) else None
         self.embedding_channels = int((pooling or self.neck).out_channels)
         self.head_needs_image_size = takes_image_size(head)
-        self.input_key = input_key  # named in the error for images with the wrong channel count
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(x), target, image_size=x.shape[-2:])
@@ -97,120 +184,45 @@ class Model(nn.Module):
         if x.ndim == 4 and (self.in_channels is None or x.shape[1] == self.in_channels):
             return
         raise ConfigError(
-            self.input_key,
+            f"{TASK_PARAMS}.backbone_params.in_channels",
             f"the model takes images of shape (N, {self.in_channels or 'C'}, H, W), got a batch "
             f"of shape {tuple(x.shape)}; set in_channels to the images' channel count or convert "
             "the images",
         )
 
 
-def build_model(params: Mapping[str, Any], *, path: str = "task.params") -> Model:
-    """Build the model a task's ``params`` describe; other keys in ``params`` are ignored.
-
-    Raises ``ConfigErrors`` listing every problem ``check_model_params`` finds, or one
-    ``ConfigError`` naming the key whose value a piece rejected while being built.
-    """
-    raise_if(check_model_params(params, path=path))
-    backbone = _build_piece(params, "backbone", path=path)
-    neck = None
-    if params.get("neck_name") is not None:
-        stages = {
-            "in_channels": list(backbone.out_channels),
-            "in_strides": list(backbone.out_strides),
-        }
-        neck = _build_piece(params, "neck", path=path, **stages)
-    channels = neck.out_channels if neck is not None else backbone.out_channels[-1]
-    pooling = None
-    if params.get("pooling_name") is not None:
-        pooling = _build_piece(params, "pooling", path=path, in_channels=int(channels))
-        channels = pooling.out_channels
-    head = None
-    if params.get("head_name") is not None:
-        head = _build_piece(params, "head", path=path, in_channels=int(channels))
-    input_key = _key(path, "backbone_params.in_channels")
-    return Model(backbone=backbone, neck=neck, pooling=pooling, head=head, input_key=input_key)
+def build_model(keys: BodyKeys | Mapping[str, Any]) -> Model:
+    """The model ``keys`` describe (a mapping: its model keys, structured into ``ModelKeys``,
+    which checks them all). Errors are relative to the keys (``head_params.num_classes``)."""
+    if not isinstance(keys, BodyKeys):
+        keys = structure({k: v for k, v in keys.items() if k in MODEL_KEYS}, ModelKeys)
+    backbone = _build_piece(keys, "backbone")
+    stages = {"in_channels": list(backbone.out_channels), "in_strides": list(backbone.out_strides)}
+    neck = _build_piece(keys, "neck", **stages)
+    channels = int(neck.out_channels if neck is not None else backbone.out_channels[-1])
+    pooling = _build_piece(keys, "pooling", in_channels=channels)
+    channels = int(pooling.out_channels if pooling is not None else channels)
+    head = _build_piece(keys, "head", in_channels=channels)
+    return Model(backbone=backbone, neck=neck, pooling=pooling, head=head)
 
 
-def check_model_params(
-    params: Mapping[str, Any], *, path: str = "task.params"
-) -> list[ConfigError]:
-    """Every problem in the model keys of ``params`` found without building anything heavy.
-
-    Names are looked up (did-you-mean on a miss), params are bound to signatures, backbone values
-    that signatures cannot express are checked (``in_channels: 0``, a missing weights file), and
-    the head must fit what comes before it (a map or a pooled vector).
-    """
-    errors: list[ConfigError] = []
-    targets: dict[str, Callable[..., Any]] = {}
-    for piece, registry in PIECES.items():
-        name_key, params_key = f"{piece}_name", f"{piece}_params"
-        name, piece_params = params.get(name_key), params.get(params_key)
-        if piece_params is None:
-            piece_params = {}
-        elif not isinstance(piece_params, Mapping):
-            errors.append(
-                ConfigError(_key(path, params_key), f"expected a mapping, got {piece_params!r}")
-            )
-            piece_params = {}
-        if name is None:
-            if piece == "backbone":
-                errors.append(ConfigError(path, "needs 'backbone_name', which is not set"))
-            elif piece_params:
-                errors.append(ConfigError(_key(path, params_key), f"is set but {name_key} is not"))
-            continue
-        if not isinstance(name, str):
-            errors.append(ConfigError(_key(path, name_key), f"expected a name, got {name!r}"))
-            continue
-        try:
-            target = resolve(registry, name, path=_key(path, name_key))
-        except ConfigError as err:
-            errors.append(err)
-            continue
-        targets[piece] = target
-        params_path = _key(path, params_key)
-        injected = _supplied(piece, target)
-        errors += check_params(target, piece_params, path=params_path, injected=injected)
-        if isinstance(target, ChecksParams):
-            errors += [
-                ConfigError(f"{params_path}.{p.key}", p.message)
-                for p in target.param_problems(piece_params)
-            ]
-    return errors + _fit_problems(params, targets, path=path)
-
-
-def _fit_problems(
-    params: Mapping[str, Any], targets: Mapping[str, Callable[..., Any]], *, path: str
-) -> list[ConfigError]:
-    """A head that takes a map after a pooling, or one that takes a vector with no pooling."""
-    kind = input_kind(targets.get("head"))
-    head, pooling = params.get("head_name"), params.get("pooling_name")
-    if kind == "map" and pooling is not None:
-        return [
-            ConfigError(
-                _key(path, "pooling_name"),
-                f"{head} takes a feature map (N, C, H, W), but pooling '{pooling}' turns the map "
-                "into one vector per image; remove pooling_name",
-            )
-        ]
-    if kind == "vector" and pooling is None:
-        return [
-            ConfigError(
-                _key(path, "head_name"),
-                f"{head} takes a pooled embedding (N, C), but no pooling is set and the "
-                "neck/backbone gives a map (N, C, H, W); set pooling_name (e.g. Pooling)",
-            )
-        ]
+def check_model_params(params: Mapping[str, Any]) -> list[ConfigError]:
+    """Every problem in the model keys of ``params`` (other keys ignored), relative to them."""
+    try:
+        structure({k: v for k, v in params.items() if k in MODEL_KEYS}, ModelKeys)
+    except ConfigErrors as err:
+        return err.errors
     return []
 
 
-def _build_piece(params: Mapping[str, Any], piece: str, *, path: str, **supplied: Any) -> Any:
-    name = params[f"{piece}_name"]
-    target = resolve(PIECES[piece], name, path=_key(path, f"{piece}_name"))
-    return build(
-        PIECES[piece], name, params.get(f"{piece}_params"),
-        name_path=_key(path, f"{piece}_name"), params_path=_key(path, f"{piece}_params"),
-        **{k: v for k, v in supplied.items() if k in _supplied(piece, target)},
-    )  # fmt: skip
+def _build_piece(keys: BodyKeys, piece: str, **supplied: Any) -> Any:
+    target = keys.target(piece)
+    if target is None:
+        return None
+    with at(f"{piece}_params"):
+        names = _supplied(piece, target)
+        return construct(target, getattr(keys, f"{piece}_params"),
+                         **{k: v for k, v in supplied.items() if k in names})  # fmt: skip
 
 
 def _supplied(piece: str, target: Callable[..., Any]) -> tuple[str, ...]:
@@ -219,7 +231,3 @@ def _supplied(piece: str, target: Callable[..., Any]) -> tuple[str, ...]:
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return _SUPPLIED[piece]
     return tuple(n for n in _SUPPLIED[piece] if n in parameters)
-
-
-def _key(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

@@ -18,8 +18,9 @@ Optional capabilities, each a runtime-checkable Protocol the model tests with ``
   segmentation heads that upsample to it do (default: not passed);
 - ``DeclaresInputKind``: a head that takes a pooled ``"vector"`` or a ``"map"`` (a misfit with the
   pooling is then a config error; default: unchecked);
-- ``ChecksParams``: a registered class or factory that finds value problems in its params
-  without being built, for ``okc check`` (default: only the signature is checked).
+- ``ChecksParams``: a factory with an open signature (timm's backbones take any timm keyword, so
+  no Params class can state their rules) that finds value problems in its params without being
+  built; ``ModelKeys`` asks it (default: only the signature is checked).
 
 Detection (``okc.models.detection``) asks two more things:
 

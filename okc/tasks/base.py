@@ -14,7 +14,9 @@ What the engine asks of a task (``BaseTask`` declares each with its default):
 - ``forward(*inputs)``: inference on preprocessed inputs (export); ``example_inputs()`` makes them
   from ``task.params.inputs``;
 - ``predict_outputs(outputs)`` and ``prediction_writer(path)``: what ``okc predict`` writes, how;
-- ``check_params(params, path=...)``: problems in ``task.params`` found without building.
+- ``Params``: the attrs class ``task.params`` is structured into (``okc check``'s check, with the
+  cross-field rules in its ``__attrs_post_init__``); ``param_problems(params)`` lists its errors.
+  A task is built as ``Task(params)`` from the instance, or from Python as ``Task(**keys)``.
 
 The engine attaches ``task.losses`` (a JointLoss; ``task.losses['tag']`` is one loss) before
 training.
@@ -38,14 +40,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
 from torch import Tensor, nn
 
-from okc.config.bind import check_params
-from okc.errors import ConfigError
+from okc.config.convert import structure
+from okc.config.params import problems
+from okc.errors import ConfigError, ParamError, under
+from okc.models.model import TASK_PARAMS
 from okc.tasks.predictions import PredictionWriter
 
 Batch = Mapping[str, Tensor]
@@ -57,36 +61,35 @@ _DTYPES = {
 }  # fmt: skip
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class InputSpec:
     """One model input (TorchOk's ``task.params.inputs`` item): shape without the batch dim."""
 
     shape: tuple[int, ...]
-    dtype: torch.dtype = torch.float32
+    dtype: Literal["float32", "float", "float16", "half", "bfloat16", "float64", "uint8",
+                   "int64", "long"] = "float32"  # fmt: skip
+
+    def __attrs_post_init__(self) -> None:
+        if not self.shape or min(self.shape) < 1:
+            raise ParamError("shape", f"expected a list of positive ints, got {list(self.shape)}")
 
     def example(self, batch_size: int = 2) -> Tensor:
-        return torch.rand(batch_size, *self.shape).to(self.dtype)
+        return torch.rand(batch_size, *self.shape).to(_DTYPES[self.dtype])
 
 
-def parse_inputs(inputs: Sequence[Mapping[str, Any]] | None, *, path: str) -> list[InputSpec]:
-    specs = []
-    for i, item in enumerate(inputs or ()):
-        where = f"{path}.{i}"
-        shape = item.get("shape") if isinstance(item, Mapping) else None
-        if not isinstance(shape, (list, tuple)) or not all(
-            isinstance(s, int) and s > 0 for s in shape
-        ):
-            raise ConfigError(f"{where}.shape", f"expected a list of positive ints, got {shape!r}")
-        dtype = item.get("dtype", "float32")
-        if dtype not in _DTYPES:
-            raise ConfigError(f"{where}.dtype", f"expected one of {sorted(_DTYPES)}, got {dtype!r}")
-        specs.append(InputSpec(tuple(shape), _DTYPES[dtype]))
-    return specs
+@attrs.frozen(kw_only=True, slots=False)
+class TaskParams:
+    """What every task takes: ``inputs``, the export input shapes."""
+
+    inputs: tuple[InputSpec, ...] = ()
 
 
 class BaseTask(nn.Module):
     """Base of every task: the model, the output-dict contract, export inputs."""
 
+    #: ``task.params``, structured: a task extends it (subclassing ``TaskParams`` and, for a
+    #: model, ``okc.models.ModelKeys``) with its keys and cross-field rules
+    Params: ClassVar[type] = TaskParams
     #: the keys ``forward_with_gt`` produces (those that depend on the batch may be absent)
     output_keys: ClassVar[tuple[str, ...]] = ()
     #: batch keys the task reads
@@ -94,9 +97,19 @@ class BaseTask(nn.Module):
     #: the names export gives ``forward``'s outputs, in order (a multi-head task: one per head)
     output_names: Sequence[str] = ("output",)
 
-    def __init__(self, *, inputs: Sequence[Mapping[str, Any]] | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Params" in cls.__dict__:  # errors name the task: "SegmentationTask needs 'head_name'"
+            cls.Params.__okc_component__ = cls.__name__
+        elif "__init__" in cls.__dict__:  # a task with a keyword signature: bound from it
+            cls.Params = None  # type: ignore[misc]
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        """From the ``Params`` instance (what okc builds), or from its keys (Python), structured
+        as a config's are; errors relative to the params."""
         super().__init__()
-        self.inputs = parse_inputs(inputs, path="task.params.inputs")
+        self.params = params if params is not None else structure(keys, self.Params or TaskParams)
+        self.inputs: tuple[InputSpec, ...] = self.params.inputs
         self.model: nn.Module = nn.Identity()
         self.losses: nn.Module | None = None
 
@@ -129,13 +142,18 @@ class BaseTask(nn.Module):
         """Example inputs for export, from ``task.params.inputs``."""
         if not self.inputs:
             raise ConfigError(
-                "task.params.inputs",
+                f"{TASK_PARAMS}.inputs",
                 "export needs the input shape: set e.g. inputs: [{shape: [3, 224, 224], "
                 "dtype: float32}]",
             )
         return tuple(spec.example(batch_size) for spec in self.inputs)
 
     @classmethod
+    def param_problems(cls, params: Mapping[str, Any]) -> list[ConfigError]:
+        """Problems in ``task.params`` found without building the task (relative to it)."""
+        return problems(cls, params)
+
+    @classmethod
     def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        """Problems in ``task.params`` found without building the task."""
-        return check_params(cls, params, path=path)
+        """Being retired (issue 19): ``param_problems`` placed under ``path``."""
+        return under(path, cls.param_problems(params))

@@ -12,45 +12,33 @@ Output keys of ``forward_with_gt``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from torch import Tensor
 
-from okc.config.bind import check_params
-from okc.errors import ConfigError
-from okc.models import build_model, check_model_params
+from okc.models.model import ModelKeys, build_model
 from okc.registry import TASKS
-from okc.tasks.base import BaseTask, Batch
+from okc.tasks.base import BaseTask, Batch, TaskParams
 
-MODEL_KEYS = (
-    "backbone_name", "backbone_params", "neck_name", "neck_params",
-    "pooling_name", "pooling_params", "head_name", "head_params",
-)  # fmt: skip
+
+@attrs.frozen(kw_only=True, slots=False)
+class ModelTaskParams(ModelKeys, TaskParams):
+    """The model keys and ``inputs``: the params of every task on the composite model."""
 
 
 @TASKS.register
 class ClassificationTask(BaseTask):
     output_keys = ("embeddings", "prediction", "target")
 
-    def __init__(
-        self,
-        *,
-        backbone_name: str,
-        backbone_params: Mapping[str, Any] | None = None,
-        neck_name: str | None = None,
-        neck_params: Mapping[str, Any] | None = None,
-        pooling_name: str | None = None,
-        pooling_params: Mapping[str, Any] | None = None,
-        head_name: str | None = None,
-        head_params: Mapping[str, Any] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-        multilabel: bool = False,
-    ) -> None:
-        super().__init__(inputs=inputs)
-        self.multilabel = multilabel
-        params = {k: v for k, v in locals().items() if k in MODEL_KEYS and v is not None}
-        self.model = build_model(params, path="task.params")
+    @attrs.frozen(kw_only=True)
+    class Params(ModelTaskParams):
+        multilabel: bool = False
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        self.model = build_model(self.params)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -65,16 +53,8 @@ class ClassificationTask(BaseTask):
 
     def predict_outputs(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         logits = outputs["prediction"].float()
-        if self.multilabel:
+        if self.params.multilabel:
             probability = logits.sigmoid()
             return {"prediction": (probability > 0.5).long(), "probability": probability}
         probability = logits.softmax(dim=-1)
         return {"prediction": probability.argmax(dim=-1), "probability": probability}
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        errors = check_params(cls, params, path=path)
-        model = {k: v for k, v in params.items() if k in MODEL_KEYS}
-        if "backbone_name" in model:
-            errors += check_model_params(model, path=path)
-        return errors

@@ -30,23 +30,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 
-from okc.config.bind import check_params
-from okc.errors import ConfigError
-from okc.models.detection import (
-    MODEL_KEYS,
-    build_detection_model,
-    check_detection_params,
-    loss_keys,
-)
+from okc.models.detection import DetectionKeys, build_detection_model, loss_keys
 from okc.registry import TASKS
-from okc.tasks.base import BaseTask, Batch
+from okc.tasks.base import BaseTask, Batch, TaskParams
 from okc.tasks.predictions import PredictionWriter
 
 
@@ -54,27 +48,19 @@ from okc.tasks.predictions import PredictionWriter
 class SingleStageDetectionTask(BaseTask):
     """Detection with a dense head; see the module docstring for batches and output keys."""
 
-    def __init__(
-        self,
-        *,
-        backbone_name: str,
-        head_name: str,
-        backbone_params: Mapping[str, Any] | None = None,
-        num_scales: int | None = None,
-        neck_name: str | None = None,
-        neck_params: Mapping[str, Any] | None = None,
-        head_params: Mapping[str, Any] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(inputs=inputs)
-        params = {k: v for k, v in locals().items() if k in MODEL_KEYS and v is not None}
-        self.model = build_detection_model(params, path="task.params")
-        self.output_keys = self.declared_outputs(params)
+    @attrs.frozen(kw_only=True, slots=False)
+    class Params(TaskParams, DetectionKeys):
+        pass
+
+    def __init__(self, params: Params | None = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        self.model = build_detection_model(self.params)
+        self.output_keys = ("prediction", "target", *loss_keys(self.params.head_name))
 
     @classmethod
     def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
         """``prediction``, ``target`` and the loss inputs of the configured head."""
-        return ("prediction", "target", *loss_keys(params))
+        return ("prediction", "target", *loss_keys(params.get("head_name")))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -100,14 +86,6 @@ class SingleStageDetectionTask(BaseTask):
         self, path: str | Path, *, rank: int = 0, world_size: int = 1
     ) -> DetectionWriter:
         return DetectionWriter(path, rank=rank, world_size=world_size)
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        errors = check_params(cls, params, path=path)
-        model = {k: v for k, v in params.items() if k in MODEL_KEYS}
-        if "backbone_name" in model and "head_name" in model:
-            errors += check_detection_params(model, path=path)
-        return errors
 
 
 CSV_COLUMNS = ("index", "x1", "y1", "x2", "y2", "score", "label")

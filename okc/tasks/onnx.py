@@ -24,14 +24,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from okc.config.bind import check_params
-from okc.errors import ConfigError, OkcError, did_you_mean
+from okc.errors import ConfigError, OkcError, ParamError, did_you_mean
+from okc.models.model import TASK_PARAMS
 from okc.registry import TASKS
-from okc.tasks.base import BaseTask, Batch
+from okc.tasks.base import BaseTask, Batch, TaskParams
 
 _ORT_DTYPES = {
     "tensor(float)": torch.float32, "tensor(float16)": torch.float16,
@@ -42,7 +43,7 @@ _ORT_DTYPES = {
 _PLACEHOLDER = re.compile(r"^<[^<>]+>$")
 
 
-def choose_providers(requested: Sequence[str] | None, *, path: str) -> list[str]:
+def choose_providers(requested: Sequence[str] | None) -> list[str]:
     """The requested providers this onnxruntime has (warning about the others), else all."""
     import onnxruntime as ort
 
@@ -54,7 +55,7 @@ def choose_providers(requested: Sequence[str] | None, *, path: str) -> list[str]
     if missing:
         fallback = chosen or available
         warnings.warn(
-            f"{path}: {', '.join(missing)} not available in this onnxruntime (it has "
+            f"providers: {', '.join(missing)} not available in this onnxruntime (it has "
             f"{', '.join(available)}); running on {', '.join(fallback)}",
             stacklevel=3,
         )
@@ -64,17 +65,14 @@ def choose_providers(requested: Sequence[str] | None, *, path: str) -> list[str]
 class OnnxModel:
     """An ONNX file on onnxruntime, called like the torch module it came from."""
 
-    def __init__(
-        self, path: str | Path, *, providers: Sequence[str] | None = None,
-        where: str = "path_to_onnx",
-    ) -> None:  # fmt: skip
+    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None) -> None:
         import onnxruntime as ort
 
         path = Path(path).expanduser()
         if not path.is_file():
             raise OkcError(f"ONNX model not found: {path}")
         self.path = path
-        self.providers = choose_providers(providers, path=where)
+        self.providers = choose_providers(providers)
         try:
             self.session = ort.InferenceSession(str(path), providers=self.providers)
         except Exception as err:  # onnxruntime raises its own exception types
@@ -110,83 +108,67 @@ def _shape_text(shape: Sequence[Any]) -> str:
     return "(" + ", ".join(str(d) if d is not None else "?" for d in shape) + ")"
 
 
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the exported model (a placeholder, no such file), or None."""
+    if Path(path).expanduser().is_file():
+        return None
+    if _PLACEHOLDER.match(path):
+        return (f"{path} is a placeholder: set it to your .onnx file (e.g. one okc export or "
+                "CheckpointONNX wrote)")  # fmt: skip
+    return f"file not found: {path}"
+
+
 @TASKS.register
 class ONNXTask(BaseTask):
     """Evaluates an exported model; has no weights of its own (they are in the ONNX file)."""
 
-    def __init__(
-        self,
-        *,
-        path_to_onnx: str,
-        providers: Sequence[str] | None = None,
-        keys_mapping_onnx2dataset: Mapping[str, str] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(inputs=inputs)
-        problems = self._file_problems(path_to_onnx)
-        if problems:
-            raise problems[0]
-        self.runner = OnnxModel(path_to_onnx, providers=providers,
-                                where="task.params.providers")  # fmt: skip
+    @attrs.frozen(kw_only=True)
+    class Params(TaskParams):
+        path_to_onnx: str
+        providers: tuple[str, ...] | None = None
+        keys_mapping_onnx2dataset: dict[str, str] | None = None
+
+        def __attrs_post_init__(self) -> None:
+            problem = _file_problem(self.path_to_onnx)
+            if problem:
+                raise ParamError("path_to_onnx", problem)
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        self.runner = OnnxModel(self.params.path_to_onnx, providers=self.params.providers)
         names = self.runner.input_names
-        if keys_mapping_onnx2dataset is None:
-            if len(names) != 1:
-                raise ConfigError(
-                    "task.params.keys_mapping_onnx2dataset",
-                    f"the model has inputs {names}: map each to a batch key",
-                )
-            keys_mapping_onnx2dataset = {names[0]: self.input_key}
-        self.mapping = dict(keys_mapping_onnx2dataset)
+        mapping = self.params.keys_mapping_onnx2dataset
+        where = "keys_mapping_onnx2dataset"
+        if mapping is None and len(names) != 1:
+            raise ConfigError(where, f"the model has inputs {names}: map each to a batch key")
+        self.mapping = dict(mapping) if mapping is not None else {names[0]: self.input_key}
         for name in self.mapping:
             if name not in names:
                 hint = did_you_mean(name, names) or f"; its inputs: {names}"
-                raise ConfigError(
-                    f"task.params.keys_mapping_onnx2dataset.{name}",
-                    f"the ONNX model has no input '{name}'{hint}",
-                )
+                raise ConfigError(f"{where}.{name}", f"the ONNX model has no input '{name}'{hint}")
         unmapped = [n for n in names if n not in self.mapping]
         if unmapped:
-            raise ConfigError(
-                "task.params.keys_mapping_onnx2dataset",
-                f"the ONNX model's inputs {unmapped} are not mapped to batch keys",
-            )
+            raise ConfigError(where, f"the ONNX model's inputs {unmapped} are not mapped to batch "
+                              "keys")  # fmt: skip
         self.output_keys = (*self.runner.output_names, "target")  # type: ignore[misc]
         self.model = nn.Module()  # no weights: checkpoints have nothing to hold
-
-    @staticmethod
-    def _file_problems(path_to_onnx: Any) -> list[ConfigError]:
-        where = "task.params.path_to_onnx"
-        if not isinstance(path_to_onnx, str):
-            return []  # the signature check reports the type
-        if Path(path_to_onnx).expanduser().is_file():
-            return []
-        if _PLACEHOLDER.match(path_to_onnx):
-            return [ConfigError(where, f"{path_to_onnx} is a placeholder: set it to your .onnx "
-                                "file (e.g. one okc export or CheckpointONNX wrote)")]  # fmt: skip
-        return [ConfigError(where, f"file not found: {path_to_onnx}")]
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        return check_params(cls, params, path=path) + cls._file_problems(params.get("path_to_onnx"))
 
     @classmethod
     def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The ONNX file's output names (read from the file), plus ``target``."""
-        path = params.get("path_to_onnx")
-        if not isinstance(path, str) or cls._file_problems(path):
-            return ()
         import onnx
 
         try:
-            graph = onnx.load(str(Path(path).expanduser()), load_external_data=False).graph
-        except Exception:  # not an ONNX file: building the task says so
+            path = Path(params["path_to_onnx"]).expanduser()
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # no such file, not an ONNX file: its params' errors say so
             return ()
         return (*(o.name for o in graph.output), "target")
 
     def _input(self, name: str, batch: Batch) -> Tensor:
         key = self.mapping[name]
         if key not in batch:
-            raise ConfigError(f"task.params.keys_mapping_onnx2dataset.{name}",
+            raise ConfigError(f"{TASK_PARAMS}.keys_mapping_onnx2dataset.{name}",
                               f"the batch has no '{key}'; it has {sorted(batch)}")  # fmt: skip
         x = batch[key]
         expected = self.runner.input_shape(name)
@@ -195,7 +177,7 @@ class ONNXTask(BaseTask):
         )
         if not fits:
             raise ConfigError(
-                f"task.params.keys_mapping_onnx2dataset.{name}",
+                f"{TASK_PARAMS}.keys_mapping_onnx2dataset.{name}",
                 f"the ONNX model's input '{name}' has shape {_shape_text(expected)}, batch key "
                 f"'{key}' has {_shape_text(tuple(x.shape))}; make the data match (e.g. Resize in "
                 "the dataset's transform)",
@@ -229,33 +211,26 @@ class TorchScriptTask(BaseTask):
     tensor or a tuple of them) for metric mappings (default ``[output]``, what ``okc export``'s
     ONNX file calls it). The file's weights are its own: checkpoints have nothing to hold."""
 
-    def __init__(
-        self,
-        *,
-        path_to_model: str,
-        input_keys: Sequence[str] = ("image",),
-        output_names: Sequence[str] = ("output",),
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(inputs=inputs)
-        if not Path(path_to_model).expanduser().is_file():
-            raise ConfigError("task.params.path_to_model", f"file not found: {path_to_model}")
+    @attrs.frozen(kw_only=True)
+    class Params(TaskParams):
+        path_to_model: str
+        input_keys: tuple[str, ...] = ("image",)
+        output_names: tuple[str, ...] = ("output",)
+
+        def __attrs_post_init__(self) -> None:
+            if not Path(self.path_to_model).expanduser().is_file():
+                raise ParamError("path_to_model", f"file not found: {self.path_to_model}")
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
         try:
-            self.scripted = load_torchscript(Path(path_to_model).expanduser())
+            self.scripted = load_torchscript(Path(self.params.path_to_model).expanduser())
         except RuntimeError as err:
-            raise ConfigError("task.params.path_to_model",
-                              f"not a TorchScript file: {err}") from err  # fmt: skip
-        self.input_keys, self.output_names = list(input_keys), list(output_names)
+            raise ConfigError("path_to_model", f"not a TorchScript file: {err}") from err
+        self.input_keys = list(self.params.input_keys)
+        self.output_names = list(self.params.output_names)
         self.output_keys = (*self.output_names, "target")  # type: ignore[misc]
         self.model = nn.Module()  # no weights of its own to checkpoint
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        errors = check_params(cls, params, path=path)
-        file = params.get("path_to_model")
-        if isinstance(file, str) and not Path(file).expanduser().is_file():
-            errors.append(ConfigError(f"{path}.path_to_model", f"file not found: {file}"))
-        return errors
 
     @classmethod
     def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -264,12 +239,12 @@ class TorchScriptTask(BaseTask):
     def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
         missing = [k for k in self.input_keys if k not in batch]
         if missing:
-            raise ConfigError("task.params.input_keys",
+            raise ConfigError(f"{TASK_PARAMS}.input_keys",
                               f"the batch has no {missing}; it has {sorted(batch)}")  # fmt: skip
         result = self.scripted(*(batch[k] for k in self.input_keys))
         values = result if isinstance(result, (tuple, list)) else (result,)
         if len(values) != len(self.output_names):
-            raise ConfigError("task.params.output_names",
+            raise ConfigError(f"{TASK_PARAMS}.output_names",
                               f"the model returns {len(values)} outputs, output_names names "
                               f"{len(self.output_names)}")  # fmt: skip
         out = dict(zip(self.output_names, values, strict=True))

@@ -21,16 +21,18 @@ Output keys of ``forward_with_gt``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 
-from okc.errors import ConfigError, ParamError
+from okc.errors import ConfigError
+from okc.models.model import TASK_PARAMS
 from okc.registry import TASKS
 from okc.tasks.base import Batch
-from okc.tasks.classification import ClassificationTask
+from okc.tasks.classification import ClassificationTask, ModelTaskParams
 
 # Batch keys of retrieval datasets that the retrieval meters read (dataset_type: representation).
 RETRIEVAL_KEYS = ("query_idxs", "scores", "group_labels")
@@ -54,28 +56,21 @@ class PairwiseLearnTask(ClassificationTask):
 
     output_keys = ("emb1", "emb2", "R", "target", *RETRIEVAL_KEYS)
 
-    def __init__(
-        self,
-        *,
-        backbone_name: str,
-        num_classes: int | None = None,
-        backbone_params: Mapping[str, Any] | None = None,
-        neck_name: str | None = None,
-        neck_params: Mapping[str, Any] | None = None,
-        pooling_name: str | None = None,
-        pooling_params: Mapping[str, Any] | None = None,
-        head_name: str | None = None,
-        head_params: Mapping[str, Any] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        if num_classes is not None and num_classes < 1:
-            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
-        super().__init__(
-            backbone_name=backbone_name, backbone_params=backbone_params, neck_name=neck_name,
-            neck_params=neck_params, pooling_name=pooling_name, pooling_params=pooling_params,
-            head_name=head_name, head_params=head_params, inputs=inputs,
-        )  # fmt: skip
-        self.num_classes = num_classes
+    @attrs.frozen(kw_only=True)
+    class Params(ModelTaskParams):
+        num_classes: int | None = None
+
+        def problems(self) -> list[ConfigError]:
+            errors = super().problems()
+            if self.num_classes is not None and self.num_classes < 1:
+                errors.append(
+                    ConfigError("num_classes", f"must be at least 1, got {self.num_classes}")
+                )
+            return errors
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        self.num_classes = self.params.num_classes
         self._ids_checked = False
 
     def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
@@ -94,7 +89,7 @@ class PairwiseLearnTask(ClassificationTask):
             return (target[:, None] == target[None, :]).float()
         if self.num_classes is not None and target.shape[1] != self.num_classes:
             raise ConfigError(
-                "task.params.num_classes",
+                f"{TASK_PARAMS}.num_classes",
                 f"is {self.num_classes}, but the multi-hot targets have {target.shape[1]} columns",
             )
         hot = target.float()
@@ -113,7 +108,7 @@ class PairwiseLearnTask(ClassificationTask):
         largest = int(target.max()) if target.numel() else -1  # sync point: first batch only
         if largest >= self.num_classes or (target.numel() and int(target.min()) < 0):
             raise ConfigError(
-                "task.params.num_classes",
+                f"{TASK_PARAMS}.num_classes",
                 f"is {self.num_classes}, but the targets hold class ids from "
                 f"{int(target.min())} to {largest}; ids must be in 0..{self.num_classes - 1}",
             )

@@ -23,26 +23,23 @@ from dataset index to PNG path (see ``okc.tasks.mask_writer``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from okc.config.bind import check_params
 from okc.errors import ConfigError
-from okc.models import build_model, check_model_params
-from okc.models.heads.segmentation import Interpolates, gives_aux_logits
+from okc.models import build_model
+from okc.models.heads.segmentation import gives_aux_logits
 from okc.registry import BACKBONES, HEADS, TASKS
 from okc.tasks.base import BaseTask, Batch
+from okc.tasks.classification import ModelTaskParams
 from okc.tasks.mask_writer import MaskWriter
 from okc.tasks.predictions import PredictionWriter
-
-MODEL_KEYS = (
-    "backbone_name", "backbone_params", "neck_name", "neck_params", "head_name", "head_params",
-)  # fmt: skip
 
 
 @TASKS.register
@@ -57,32 +54,29 @@ class SegmentationTask(BaseTask):
     # What every head gives; ``declared_outputs`` adds ``prediction_aux`` for heads that have it.
     output_keys = ("prediction", "target")
 
-    def __init__(
-        self,
-        *,
-        backbone_name: str,
-        head_name: str,
-        neck_name: str | None = None,
-        backbone_params: Mapping[str, Any] | None = None,
-        neck_params: Mapping[str, Any] | None = None,
-        head_params: Mapping[str, Any] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(inputs=inputs)
-        params = {k: v for k, v in locals().items() if k in MODEL_KEYS and v is not None}
-        params["backbone_params"] = backbone_defaults(backbone_name, backbone_params)
-        self.model = build_model(params, path="task.params")
+    @attrs.frozen(kw_only=True)
+    class Params(ModelTaskParams):
+        head_name: str
+
+        def problems(self) -> list[ConfigError]:
+            errors = super().problems()
+            if self.head_params.get("do_interpolate") is False:
+                errors.append(ConfigError(
+                    "head_params.do_interpolate",
+                    "SegmentationTask compares logits with masks at the input size; remove "
+                    "do_interpolate: false",
+                ))  # fmt: skip
+            return errors
+
+    def __init__(self, params: Any = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        backbone = backbone_defaults(self.params.backbone_name, self.params.backbone_params)
+        self.model = build_model(attrs.evolve(self.params, backbone_params=backbone))
         head = self.model.head
-        if isinstance(head, Interpolates) and not head.do_interpolate:
-            raise ConfigError(
-                "task.params.head_params.do_interpolate",
-                "SegmentationTask compares logits with masks at the input size; remove "
-                "do_interpolate: false",
-            )
         self.has_aux = gives_aux_logits(head)
         self.num_classes = int(head.out_channels)
         self.pad_multiple = int(max(self.model.backbone.out_strides))
-        self.output_keys = self.declared_outputs(params)
+        self.output_keys = self.declared_outputs({"head_name": self.params.head_name})
 
     @classmethod
     def declared_outputs(cls, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -134,22 +128,14 @@ class SegmentationTask(BaseTask):
     ) -> PredictionWriter:
         return MaskWriter(path, rank=rank, world_size=world_size, num_classes=self.num_classes)
 
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        errors = check_params(cls, params, path=path)
-        model = {k: v for k, v in params.items() if k in MODEL_KEYS}
-        if "backbone_name" in model and "head_name" in model:
-            errors += check_model_params(model, path=path)
-        return errors
 
-
-def backbone_defaults(name: str, params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+def backbone_defaults(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """timm HRNets give their raw branch maps here, as TorchOk's HRNets did (see necks/hrnet.py).
 
     Only when ``backbone_params`` leaves ``feature_location`` unset and ``name`` is timm's (not a
     registered backbone of the same name).
     """
     is_timm_hrnet = name.split(".")[0].startswith("hrnet_") and name not in BACKBONES.registered()
-    if not is_timm_hrnet or (params and "feature_location" in params):
+    if not is_timm_hrnet or "feature_location" in params:
         return params
-    return {**(params or {}), "feature_location": ""}
+    return {**params, "feature_location": ""}

@@ -24,15 +24,15 @@ Output keys of ``forward_with_gt``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
+import attrs
 import torch
 from torch import Tensor
 
 from okc.registry import TASKS
 from okc.tasks.base import Batch
-from okc.tasks.classification import ClassificationTask
+from okc.tasks.classification import ClassificationTask, ModelTaskParams
 
 VIEWS = ("image_0", "image_1")
 
@@ -43,24 +43,9 @@ class SimCLRTask(ClassificationTask):
 
     output_keys = ("emb1", "emb2", "embeddings", "projection", "target")
 
-    def __init__(
-        self,
-        *,
-        backbone_name: str,
-        backbone_params: Mapping[str, Any] | None = None,
-        neck_name: str | None = None,
-        neck_params: Mapping[str, Any] | None = None,
-        pooling_name: str | None = None,
-        pooling_params: Mapping[str, Any] | None = None,
-        head_name: str | None = None,
-        head_params: Mapping[str, Any] | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(
-            backbone_name=backbone_name, backbone_params=backbone_params, neck_name=neck_name,
-            neck_params=neck_params, pooling_name=pooling_name, pooling_params=pooling_params,
-            head_name=head_name, head_params=head_params, inputs=inputs,
-        )  # fmt: skip
+    @attrs.frozen(kw_only=True)
+    class Params(ModelTaskParams):
+        """The model and ``inputs``, as for ``ClassificationTask`` (no ``multilabel``)."""
 
     def forward_with_gt(self, batch: Batch) -> dict[str, Tensor]:
         if VIEWS[0] in batch:

@@ -95,7 +95,7 @@ def run_augmentation(name: str, case: Case) -> tuple[torch.Tensor, ...]:
     from okc.data.ops import Chain
 
     torch.manual_seed(0)
-    op = Chain(build_ops([{"name": name, "params": dict(case.params)}], path=name))
+    op = Chain(build_ops([{"name": name, "params": dict(case.params)}]))
     image = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8).float().div(255)
     mask = torch.randint(0, 3, (2, 1, 16, 16)).float()
     out, (out_mask,) = op(image, [mask])

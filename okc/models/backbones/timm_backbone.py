@@ -35,7 +35,12 @@ _UNEXPECTED_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword a
 
 
 def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
-    """Value problems in backbone params that a signature cannot express; cheap, builds nothing."""
+    """Value problems in backbone params that a signature cannot express; cheap, builds nothing.
+
+    The registry's factories carry it (``okc.models.parts.ChecksParams``): their signature is
+    open (any timm keyword), so no Params class can state these rules. ``okc check`` and
+    building both find them when ``ModelKeys`` is structured; the backbone does not re-check.
+    """
     problems = [
         ParamError(k, f"okc sets this itself ({why})")
         for k, why in _RESERVED.items()
@@ -73,12 +78,6 @@ class TimmBackbone(nn.Module):
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
-        params = dict(timm_kwargs, in_channels=in_channels, pretrained=pretrained)
-        if out_indices is not None:
-            params["out_indices"] = out_indices
-        problems = param_problems(params)
-        if problems:
-            raise problems[0]
         self.model_name = model_name
         self.in_channels = in_channels
         self.body = _create_features(

@@ -7,18 +7,17 @@ from okc.models.detection.fcos import FCOSHead
 from okc.models.detection.fpn import FPN
 from okc.models.detection.model import (
     MODEL_KEYS,
-    NOT_AVAILABLE,
+    DetectionKeys,
     DetectionModel,
     build_detection_model,
-    check_detection_params,
     loss_keys,
 )
 from okc.models.detection.retinanet import RetinaNetHead
 from okc.registry import DETECTION_HEADS, DETECTION_NECKS
 
 __all__ = [
-    "FPN", "MODEL_KEYS", "NOT_AVAILABLE", "DETRHead", "DenseHead", "DetectionModel", "FCOSHead",
-    "RetinaNetHead", "build_detection_model", "check_detection_params", "loss_keys",
+    "FPN", "MODEL_KEYS", "DETRHead", "DenseHead", "DetectionKeys", "DetectionModel", "FCOSHead",
+    "RetinaNetHead", "build_detection_model", "loss_keys",
 ]  # fmt: skip
 
 DETECTION_NECKS.register(FPN)

@@ -15,16 +15,21 @@ A dense head's contract with the detection task:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
+import attrs
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
 
+from okc.config.convert import unstructure
+from okc.config.params import bind
 from okc.errors import OkcError, ParamError
-from okc.models.detection.configs import TestCfg, parse
+from okc.models.detection.assign import IGNORED
+from okc.models.detection.configs import RELU, NormCfg, TestCfg
+from okc.models.detection.layers import ConvNormAct
 
 Detections = list[dict[str, Tensor]]
 
@@ -66,39 +71,95 @@ def check_labels(labels: Sequence[Tensor], num_classes: int) -> None:
         )
 
 
+@attrs.frozen(kw_only=True)
+class HeadParams:
+    """What every detection head takes (``in_channels``/``in_strides`` come from okc)."""
+
+    num_classes: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ParamError("num_classes", f"must be at least 1, got {self.num_classes}")
+
+
+@attrs.frozen(kw_only=True)
+class DenseParams(HeadParams):
+    """The tower of a dense head (FCOS's, RetinaNet's): ``stacked_convs`` 3x3 convs of
+    ``feat_channels`` (``norm_cfg``, ReLU; a conv bias "auto": only without a norm) for the
+    classification and the regression branch each, and the post-processing ``test_cfg``."""
+
+    feat_channels: int = 256
+    stacked_convs: int = 4
+    conv_bias: bool | Literal["auto"] = "auto"
+    norm_cfg: NormCfg | None = None
+    test_cfg: TestCfg = TestCfg()
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.feat_channels < 1 or self.stacked_convs < 0:
+            raise ParamError("feat_channels", "need feat_channels >= 1 and stacked_convs >= 0")
+
+
 class DenseHead(nn.Module):
-    """Base of okc's single-stage heads; see the module docstring for the contract."""
+    """Base of okc's detection heads; see the module docstring for the contract.
+
+    Built from its ``Params`` instance (what okc does) or, from Python, from their keys as plain
+    data or cfg instances: ``FCOSHead(num_classes=3, in_channels=256, in_strides=[8, 16])``.
+    """
 
     #: the task outputs ``loss_inputs`` gives (what joint_loss mappings may name)
     loss_keys: ClassVar[tuple[str, ...]] = ()
     #: whether ``decode`` appends a score factor (multiplied into the class scores before NMS)
     has_score_factor: ClassVar[bool] = False
-    #: the class ``test_cfg`` binds to (DETR's has no NMS settings)
-    test_cfg_type: ClassVar[type] = TestCfg
+    Params: ClassVar[type] = DenseParams
 
     def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int,
-        in_strides: Sequence[int],
-        strides: Sequence[int] | None,
-        test_cfg: Mapping[str, Any] | None,
-        strides_key: str = "strides",
+        self, params: Any = None, /, *, in_channels: int, in_strides: Sequence[int], **keys: Any
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
-        if strides is not None and [int(s) for s in strides] != [int(s) for s in in_strides]:
-            raise ParamError(
-                strides_key,
-                f"{list(strides)} but the neck gives maps at strides {list(in_strides)}; fix "
-                "the strides or the neck (num_scales, start_level, num_outs)",
-            )
-        self.num_classes = num_classes
+        self.params = params if params is not None else bind(type(self), unstructure(keys))
+        self.num_classes = self.params.num_classes
         self.in_channels = in_channels
         self.strides = [int(s) for s in in_strides]
-        self.test_cfg = parse(self.test_cfg_type, test_cfg, "test_cfg")
+        self.test_cfg = self.params.test_cfg
+
+    def _check_strides(self, strides: Sequence[int] | None, key: str) -> None:
+        if strides is not None and [int(s) for s in strides] != self.strides:
+            raise ParamError(
+                key,
+                f"{list(strides)} but the neck gives maps at strides {self.strides}; fix "
+                "the strides or the neck (num_scales, start_level, num_outs)",
+            )
+
+    def _towers(self) -> int:
+        """The classification and regression towers (``cls_convs``, ``reg_convs``); returns
+        the channels they give."""
+        p, width = self.params, self.in_channels
+
+        def tower() -> nn.Sequential:
+            return nn.Sequential(*(
+                ConvNormAct(width if i == 0 else p.feat_channels, p.feat_channels, 3,
+                            norm=p.norm_cfg, act=RELU, bias=p.conv_bias)
+                for i in range(p.stacked_convs)
+            ))  # fmt: skip
+
+        self.cls_convs, self.reg_convs = tower(), tower()
+        return p.feat_channels if p.stacked_convs else width
+
+    def _init_weights(self, classifier: nn.Conv2d) -> None:
+        """mmdet's init: N(0, 0.01) convs, zero biases, the classifier biased to p = 0.01."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(classifier.bias, prior_probability_bias())
+
+    def _check_levels(self, features: Sequence[Tensor]) -> None:
+        if len(features) != len(self.strides):
+            raise ValueError(
+                f"{type(self).__name__} has {len(self.strides)} levels, got {len(features)} maps"
+            )
 
     # --- subclass parts --------------------------------------------------------------------------
 
@@ -114,6 +175,30 @@ class DenseHead(nn.Module):
     def level_sizes(self, raw: Any) -> list[int]:
         """Priors per level, in ``decode``'s order."""
         raise NotImplementedError
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _reduce(self, value: Tensor) -> Tensor:
+        # Only in training: evaluation loaders may hold different batch counts per process.
+        return reduce_mean(value) if self.training else value
+
+    def _targets(
+        self, matched: Tensor, boxes: Tensor, classes: Tensor, unmatched: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Per prior its label (``num_classes``: background, -1: ignored) and the box it
+        learns (``unmatched`` when the image has no boxes), from the assigner's ``matched``."""
+        label = torch.full_like(matched, self.num_classes)
+        box = unmatched
+        if boxes.shape[0]:
+            label = torch.where(matched >= 0, classes.to(matched)[matched.clamp(min=0)], label)
+            box = boxes[matched.clamp(min=0)]
+        return label.masked_fill(matched == IGNORED, -1), box
+
+    def _positives(self, flat_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The indices of positive priors and their count (mean over processes, at least 1)."""
+        pos = ((flat_labels >= 0) & (flat_labels < self.num_classes)).nonzero().squeeze(1)
+        count = pos.new_tensor(pos.numel(), dtype=torch.float32)
+        return pos, self._reduce(count).clamp(min=1.0)
 
     # --- shared --------------------------------------------------------------------------------
 

@@ -16,76 +16,36 @@ decoder layer the loss covers, see ``DETRHead``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, clip_boxes_to_image
 
 from okc.errors import ParamError
-from okc.models.detection.configs import ActCfg, cfg_problems, parse
-from okc.models.detection.dense import DenseHead, Detections, check_labels, reduce_mean
+from okc.models.detection.configs import RELU
+from okc.models.detection.dense import DenseHead, Detections, HeadParams, check_labels
 from okc.models.detection.detr_configs import (
+    CostCfg,
     DetrTestCfg,
     DetrTrainCfg,
+    HungarianAssignerCfg,
     PositionalEncodingCfg,
     TransformerCfg,
 )
 from okc.models.detection.hungarian import hungarian_match, match_cost
 from okc.models.detection.transformer import DetrTransformer, box_mlp, sine_positional_encoding
 
-_SINE = {"type": "SinePositionalEncoding", "num_feats": 128, "normalize": True}
-_TRAIN = {
-    "assigner": {
-        "type": "HungarianAssigner",
-        "cls_cost": {"type": "ClassificationCost", "weight": 1.0},
-        "reg_cost": {"type": "BBoxL1Cost", "weight": 5.0},
-        "iou_cost": {"type": "IoUCost", "iou_mode": "giou", "weight": 2.0},
-    }
-}  # TorchOk's defaults
-_NESTED = {
-    "transformer": TransformerCfg, "positional_encoding": PositionalEncodingCfg,
-    "train_cfg": DetrTrainCfg, "test_cfg": DetrTestCfg,
-}  # fmt: skip
-
-
-def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
-    """Nested settings that do not parse, and settings that contradict each other."""
-    problems = cfg_problems(params, _NESTED)
-    if not problems:
-        try:
-            _check_scalars(params)
-            if params.get("transformer") is not None:
-                transformer = parse(TransformerCfg, params["transformer"], "transformer")
-                encoding = parse(
-                    PositionalEncodingCfg, params.get("positional_encoding", _SINE),
-                    "positional_encoding",
-                )  # fmt: skip
-                _check_dims(transformer, encoding)
-        except ParamError as err:
-            problems.append(err)
-    return problems
-
-
-def _check_scalars(params: Mapping[str, Any]) -> None:
-    for key, low in (("num_query", 1), ("num_reg_fcs", 1)):
-        value = params.get(key)
-        if isinstance(value, int) and value < low:
-            raise ParamError(key, f"must be at least {low}, got {value}")
-    bg = params.get("bg_cls_weight")
-    if isinstance(bg, (int, float)) and bg < 0:
-        raise ParamError("bg_cls_weight", f"must be >= 0, got {bg}")
-
-
-def _check_dims(transformer: TransformerCfg, encoding: PositionalEncodingCfg) -> None:
-    if 2 * encoding.num_feats != transformer.embed_dims:
-        raise ParamError(
-            "positional_encoding.num_feats",
-            f"{encoding.num_feats}, but it must be half the transformer's embed_dims "
-            f"({transformer.embed_dims}): the encoding has num_feats features per axis",
-        )
+#: TorchOk's DETR defaults
+_TRAIN = DetrTrainCfg(
+    assigner=HungarianAssignerCfg(
+        reg_cost=CostCfg(type="BBoxL1Cost", weight=5.0),
+        iou_cost=CostCfg(type="IoUCost", iou_mode="giou", weight=2.0),
+    )
+)
 
 
 class DETRHead(DenseHead):
@@ -126,47 +86,47 @@ class DETRHead(DenseHead):
         "cls_scores", "labels", "label_weights", "cls_avg_factor", "bboxes", "bboxes_gt",
         "bbox_weights", "num_total_pos", "bbox_preds", "bbox_targets",
     )  # fmt: skip
-    test_cfg_type = DetrTestCfg
-    param_problems = staticmethod(param_problems)
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int,
-        in_strides: Sequence[int],
-        transformer: Mapping[str, Any],
-        num_query: int = 100,
-        num_reg_fcs: int = 2,
-        bg_cls_weight: float = 0.1,
-        sync_cls_avg_factor: bool = False,
-        positional_encoding: Mapping[str, Any] | None = None,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-    ) -> None:
-        test_cfg = {"max_per_img": 100} if test_cfg is None else test_cfg
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, in_strides=in_strides,
-            strides=None, test_cfg=test_cfg,
-        )  # fmt: skip
-        _check_scalars({"num_query": num_query, "num_reg_fcs": num_reg_fcs,
-                        "bg_cls_weight": bg_cls_weight})  # fmt: skip
-        cfg = parse(TransformerCfg, transformer, "transformer")
-        self.encoding = parse(
-            PositionalEncodingCfg, _SINE if positional_encoding is None else positional_encoding,
-            "positional_encoding",
-        )  # fmt: skip
-        _check_dims(cfg, self.encoding)
-        self.assigner = parse(DetrTrainCfg, _TRAIN if train_cfg is None else train_cfg,
-                              "train_cfg").assigner  # fmt: skip
-        self.num_query, self.bg_cls_weight = num_query, float(bg_cls_weight)
-        self.sync_cls_avg_factor = sync_cls_avg_factor
-        dims = cfg.embed_dims
-        self.input_proj = nn.Conv2d(in_channels, dims, kernel_size=1)
-        self.transformer = DetrTransformer(cfg)
-        self.query_embedding = nn.Embedding(num_query, dims)
-        self.fc_cls = nn.Linear(dims, num_classes + 1)
-        self.reg = box_mlp(dims, num_reg_fcs, ActCfg(type="ReLU"))
+    @attrs.frozen(kw_only=True)
+    class Params(HeadParams):
+        transformer: TransformerCfg
+        num_query: int = 100
+        num_reg_fcs: int = 2
+        bg_cls_weight: float = 0.1
+        sync_cls_avg_factor: bool = False
+        positional_encoding: PositionalEncodingCfg = PositionalEncodingCfg(
+            num_feats=128, normalize=True
+        )
+        train_cfg: DetrTrainCfg = _TRAIN
+        test_cfg: DetrTestCfg = DetrTestCfg()
+
+        def __attrs_post_init__(self) -> None:
+            super().__attrs_post_init__()
+            for key in ("num_query", "num_reg_fcs"):
+                if getattr(self, key) < 1:
+                    raise ParamError(key, f"must be at least 1, got {getattr(self, key)}")
+            if self.bg_cls_weight < 0:
+                raise ParamError("bg_cls_weight", f"must be >= 0, got {self.bg_cls_weight}")
+            feats, dims = self.positional_encoding.num_feats, self.transformer.embed_dims
+            if 2 * feats != dims:
+                raise ParamError(
+                    "positional_encoding.num_feats",
+                    f"{feats}, but it must be half the transformer's embed_dims ({dims}): the "
+                    "encoding has num_feats features per axis",
+                )
+
+    def __init__(self, params: Params | None = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        p = self.params
+        self.encoding, self.assigner = p.positional_encoding, p.train_cfg.assigner
+        self.num_query, self.bg_cls_weight = p.num_query, float(p.bg_cls_weight)
+        self.sync_cls_avg_factor = p.sync_cls_avg_factor
+        dims = p.transformer.embed_dims
+        self.input_proj = nn.Conv2d(self.in_channels, dims, kernel_size=1)
+        self.transformer = DetrTransformer(p.transformer)
+        self.query_embedding = nn.Embedding(p.num_query, dims)
+        self.fc_cls = nn.Linear(dims, p.num_classes + 1)
+        self.reg = box_mlp(dims, p.num_reg_fcs, RELU)
 
     # --- forward -------------------------------------------------------------------------------
 
@@ -259,7 +219,3 @@ class DETRHead(DenseHead):
             "bbox_preds": bbox_preds,
             "bbox_targets": bbox_targets,
         }
-
-    def _reduce(self, value: Tensor) -> Tensor:
-        # Only in training: evaluation loaders may hold different batch counts per process.
-        return reduce_mean(value) if self.training else value

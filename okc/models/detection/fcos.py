@@ -14,35 +14,21 @@ Loss inputs (the names TorchOk's FCOS configs map, as mmdet computed them):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 
 from okc.errors import ParamError
 from okc.models.detection.assign import IGNORED, fcos_assign, inside_image, max_iou_assign
-from okc.models.detection.configs import (
-    ActCfg,
-    NormCfg,
-    TestCfg,
-    TrainCfg,
-    cfg_problems,
-    parse,
-    parse_optional,
-)
-from okc.models.detection.dense import (
-    DenseHead,
-    check_labels,
-    flatten_levels,
-    prior_probability_bias,
-    reduce_mean,
-)
-from okc.models.detection.layers import ConvNormAct, Scale
+from okc.models.detection.configs import NormCfg, TrainCfg
+from okc.models.detection.dense import DenseHead, DenseParams, check_labels, flatten_levels
+from okc.models.detection.layers import Scale
 
 INF = 1e8
-_GN32 = {"type": "GN", "num_groups": 32, "requires_grad": True}
 
 
 def default_ranges(strides: Sequence[int]) -> list[tuple[float, float]]:
@@ -74,39 +60,6 @@ def grid_points(height: int, width: int, stride: int, *, like: Tensor) -> Tensor
     xs = (torch.arange(width, device=like.device, dtype=torch.float32) + 0.5) * stride
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
-
-
-def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
-    """Nested settings that do not parse, and settings that contradict each other."""
-    problems = cfg_problems(
-        params, {"norm_cfg": NormCfg, "train_cfg": TrainCfg, "test_cfg": TestCfg}
-    )
-    if not problems:
-        try:
-            _training_rule(params.get("train_cfg"), params)
-        except ParamError as err:
-            problems.append(err)
-    return problems
-
-
-def _training_rule(train_cfg: Any, params: Mapping[str, Any]) -> TrainCfg:
-    """FCOS assigns by location and range, or (with ``train_cfg.assigner``) by prior-box IoU;
-    each rule's settings are refused under the other, where they would do nothing."""
-    cfg = parse(TrainCfg, train_cfg, "train_cfg")
-    if cfg.assigner is None:
-        if params.get("prior_scale") is not None:
-            raise ParamError("prior_scale", "only applies with train_cfg.assigner; remove it")
-        if cfg.allowed_border != -1:
-            raise ParamError("train_cfg.allowed_border", "only applies with train_cfg.assigner")
-        return cfg
-    for key in ("regress_ranges", "center_sampling"):
-        if params.get(key) not in (None, False):
-            raise ParamError(
-                key,
-                "FCOS's location/range assignment is replaced by train_cfg.assigner "
-                "(MaxIoUAssigner); remove one of them",
-            )
-    return cfg
 
 
 class FCOSHead(DenseHead):
@@ -141,83 +94,65 @@ class FCOSHead(DenseHead):
         "pos_centerness",
     )  # fmt: skip
     has_score_factor = True
-    param_problems = staticmethod(param_problems)
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int,
-        in_strides: Sequence[int],
-        strides: Sequence[int] | None = None,
-        feat_channels: int = 256,
-        stacked_convs: int = 4,
-        regress_ranges: Sequence[Sequence[float]] | None = None,
-        center_sampling: bool = False,
-        center_sample_radius: float = 1.5,
-        norm_on_bbox: bool = False,
-        centerness_on_reg: bool = False,
-        conv_bias: bool | str = "auto",
-        norm_cfg: Mapping[str, Any] | None = _GN32,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-        prior_scale: float | None = None,
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, in_strides=in_strides,
-            strides=strides, test_cfg=test_cfg,
-        )  # fmt: skip
-        params = {"regress_ranges": regress_ranges, "center_sampling": center_sampling,
-                  "prior_scale": prior_scale}  # fmt: skip
-        self.train_cfg = _training_rule(train_cfg, params)
-        self.prior_scale = 8.0 if prior_scale is None else float(prior_scale)
-        ranges = default_ranges(self.strides) if regress_ranges is None else regress_ranges
-        if len(ranges) != len(self.strides) or any(len(r) != 2 for r in ranges):
+    @attrs.frozen(kw_only=True)
+    class Params(DenseParams):
+        strides: tuple[int, ...] | None = None
+        regress_ranges: tuple[tuple[float, float], ...] | None = None
+        center_sampling: bool = False
+        center_sample_radius: float = 1.5
+        norm_on_bbox: bool = False
+        centerness_on_reg: bool = False
+        norm_cfg: NormCfg | None = NormCfg(type="GN", num_groups=32)
+        train_cfg: TrainCfg = TrainCfg()
+        prior_scale: float | None = None
+
+        def __attrs_post_init__(self) -> None:
+            """FCOS assigns by location and range, or (with ``train_cfg.assigner``) by prior-box
+            IoU; each rule's settings are refused under the other, where they would do nothing."""
+            super().__attrs_post_init__()
+            by_iou = self.train_cfg.assigner is not None
+            if not by_iou and self.prior_scale is not None:
+                raise ParamError("prior_scale", "only applies with train_cfg.assigner; remove it")
+            if not by_iou and self.train_cfg.allowed_border != -1:
+                raise ParamError("train_cfg.allowed_border", "only applies with train_cfg.assigner")
+            range_keys = [k for k in ("regress_ranges", "center_sampling") if getattr(self, k)]
+            if by_iou and range_keys:
+                raise ParamError(
+                    range_keys[0],
+                    "FCOS's location/range assignment is replaced by train_cfg.assigner "
+                    "(MaxIoUAssigner); remove one of them",
+                )
+
+    def __init__(self, params: Params | None = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        p = self.params
+        self._check_strides(p.strides, "strides")
+        ranges = default_ranges(self.strides) if p.regress_ranges is None else p.regress_ranges
+        if len(ranges) != len(self.strides):
             raise ParamError(
                 "regress_ranges",
-                f"expected one [low, high] per level ({len(self.strides)} levels), got {ranges}",
+                f"expected one [low, high] per level ({len(self.strides)} levels), got "
+                f"{[list(r) for r in ranges]}",
             )
-        if conv_bias not in (True, False, "auto"):
-            raise ParamError("conv_bias", f"expected true, false or 'auto', got {conv_bias!r}")
-        if feat_channels < 1 or stacked_convs < 0:
-            raise ParamError("feat_channels", "need feat_channels >= 1 and stacked_convs >= 0")
         self.regress_ranges = [(float(lo), float(hi)) for lo, hi in ranges]
-        self.center_sampling, self.radius = center_sampling, center_sample_radius
-        self.norm_on_bbox, self.centerness_on_reg = norm_on_bbox, centerness_on_reg
-        norm = parse_optional(NormCfg, norm_cfg, "norm_cfg")
-        relu = ActCfg(type="ReLU")
-
-        def tower() -> nn.Sequential:
-            return nn.Sequential(*(
-                ConvNormAct(in_channels if i == 0 else feat_channels, feat_channels, 3,
-                            norm=norm, act=relu, bias=conv_bias)
-                for i in range(stacked_convs)
-            ))  # fmt: skip
-
-        self.cls_convs, self.reg_convs = tower(), tower()
-        width = feat_channels if stacked_convs else in_channels
-        self.conv_cls = nn.Conv2d(width, num_classes, 3, padding=1)
+        self.train_cfg = p.train_cfg
+        self.prior_scale = 8.0 if p.prior_scale is None else float(p.prior_scale)
+        self.center_sampling, self.radius = p.center_sampling, p.center_sample_radius
+        self.norm_on_bbox, self.centerness_on_reg = p.norm_on_bbox, p.centerness_on_reg
+        width = self._towers()
+        self.conv_cls = nn.Conv2d(width, p.num_classes, 3, padding=1)
         self.conv_reg = nn.Conv2d(width, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(width, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """mmdet's init: N(0, 0.01) convs, zero biases, the classifier biased to p = 0.01."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.conv_cls.bias, prior_probability_bias())
+        self._init_weights(self.conv_cls)
 
     # --- forward -------------------------------------------------------------------------------
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], ...]:
         """Per level: class logits (B, C, H, W), ltrb distances (B, 4, H, W) (stride units with
         ``norm_on_bbox``, else pixels), centerness logits (B, 1, H, W)."""
-        if len(features) != len(self.strides):
-            raise ValueError(f"FCOSHead has {len(self.strides)} levels, got {len(features)} maps")
+        self._check_levels(features)
         cls_scores, bbox_preds, centernesses = [], [], []
         for x, scale in zip(features, self.scales, strict=True):
             cls_feat, reg_feat = self.cls_convs(x), self.reg_convs(x)
@@ -296,13 +231,8 @@ class FCOSHead(DenseHead):
         for boxes, classes in zip(gt_boxes, gt_labels, strict=True):
             boxes = boxes.to(points.device, torch.float32).reshape(-1, 4)
             matched = self._assign(points, strides, ranges, boxes, image_size)
-            label = torch.full_like(matched, self.num_classes)
-            if boxes.shape[0]:
-                label = torch.where(matched >= 0, classes.to(matched)[matched.clamp(min=0)], label)
-                box = boxes[matched.clamp(min=0)]
-            else:
-                box = points.new_zeros(points.shape[0], 4)
-            labels.append(label.masked_fill(matched == IGNORED, -1))
+            label, box = self._targets(matched, boxes, classes, points.new_zeros(len(points), 4))
+            labels.append(label)
             distance = torch.cat([points - box[:, :2], box[:, 2:] - points], dim=-1)
             targets.append(distance / strides[:, None] if self.norm_on_bbox else distance)
         return self._gather(raw, points, torch.stack(labels), torch.stack(targets))
@@ -318,9 +248,7 @@ class FCOSHead(DenseHead):
         flat_labels = labels.reshape(-1)
         flat_targets = targets.reshape(-1, 4)
         flat_points = points.repeat(batch, 1)
-        pos = ((flat_labels >= 0) & (flat_labels < self.num_classes)).nonzero().squeeze(1)
-        count = pos.new_tensor(pos.numel(), dtype=torch.float32)
-        num_pos = self._reduce(count).clamp(min=1.0)
+        pos, num_pos = self._positives(flat_labels)
         pos_targets = flat_targets[pos]
         ctr_targets = centerness_target(pos_targets)
         denorm = self._reduce(ctr_targets.sum().detach()).clamp(min=1e-6)
@@ -335,7 +263,3 @@ class FCOSHead(DenseHead):
             "centerness_denorm": denorm,
             "pos_centerness": flat_ctr[pos].float(),
         }
-
-    def _reduce(self, value: Tensor) -> Tensor:
-        # Only in training: evaluation loaders may hold different batch counts per process.
-        return reduce_mean(value) if self.training else value

@@ -8,38 +8,19 @@ finest first, as mmdet expects (TorchOk reversed them twice to the same effect).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from okc.config.convert import unstructure
+from okc.config.params import bind
 from okc.errors import ParamError
-from okc.models.detection.configs import (
-    ActCfg,
-    NormCfg,
-    UpsampleCfg,
-    cfg_problems,
-    parse,
-    parse_optional,
-)
+from okc.models.detection.configs import ActCfg, NormCfg, UpsampleCfg
 from okc.models.detection.layers import ConvNormAct
-
-_EXTRA = ("on_input", "on_lateral", "on_output")
-
-
-def _extra_mode(value: bool | str) -> str | None:
-    if value is True:
-        return "on_input"  # mmdet's meaning of True
-    if value is False:
-        return None
-    if value not in _EXTRA:
-        raise ParamError(
-            "add_extra_convs", f"expected false, true or one of {', '.join(_EXTRA)}, got {value!r}"
-        )
-    return str(value)
 
 
 def _levels(num_ins: int, num_outs: int, start_level: int, end_level: int) -> int:
@@ -62,18 +43,6 @@ def _levels(num_ins: int, num_outs: int, start_level: int, end_level: int) -> in
     return end_level + 1
 
 
-def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
-    """Bad nested settings, found by ``okc check`` without building anything."""
-    problems = cfg_problems(
-        params, {"norm_cfg": NormCfg, "act_cfg": ActCfg, "upsample_cfg": UpsampleCfg}
-    )
-    try:
-        _extra_mode(params.get("add_extra_convs", False))
-    except ParamError as err:
-        problems.append(err)
-    return problems
-
-
 class FPN(nn.Module):
     """Feature Pyramid Network (Lin et al., 2017) with mmdet's parameters.
 
@@ -92,35 +61,42 @@ class FPN(nn.Module):
         upsample_cfg: ``F.interpolate`` arguments of the top-down path.
     """
 
+    @attrs.frozen(kw_only=True)
+    class Params:
+        out_channels: int = 256
+        num_outs: int = 5
+        start_level: int = 0
+        end_level: int = -1
+        add_extra_convs: bool | Literal["on_input", "on_lateral", "on_output"] = False
+        relu_before_extra_convs: bool = False
+        no_norm_on_lateral: bool = False
+        norm_cfg: NormCfg | None = None
+        act_cfg: ActCfg | None = None
+        upsample_cfg: UpsampleCfg = UpsampleCfg()
+
+        def __attrs_post_init__(self) -> None:
+            if self.out_channels < 1:
+                raise ParamError("out_channels", f"must be at least 1, got {self.out_channels}")
+
     def __init__(
         self,
+        params: Params | None = None,
+        /,
         *,
         in_channels: Sequence[int],
         in_strides: Sequence[int],
-        out_channels: int = 256,
-        num_outs: int = 5,
-        start_level: int = 0,
-        end_level: int = -1,
-        add_extra_convs: bool | str = False,
-        relu_before_extra_convs: bool = False,
-        no_norm_on_lateral: bool = False,
-        norm_cfg: Mapping[str, Any] | None = None,
-        act_cfg: Mapping[str, Any] | None = None,
-        upsample_cfg: Mapping[str, Any] | None = None,
+        **keys: Any,
     ) -> None:
         super().__init__()
-        if out_channels < 1:
-            raise ParamError("out_channels", f"must be at least 1, got {out_channels}")
-        num_ins = len(in_channels)
-        self.end = _levels(num_ins, num_outs, start_level, end_level)
+        p = params if params is not None else bind(type(self), unstructure(keys))
+        out_channels, num_outs, start_level = p.out_channels, p.num_outs, p.start_level
+        self.end = _levels(len(in_channels), num_outs, start_level, p.end_level)
         self.start, self.num_outs = start_level, num_outs
-        self.extra_mode = _extra_mode(add_extra_convs)
-        self.relu_before_extra_convs = relu_before_extra_convs
-        norm = parse_optional(NormCfg, norm_cfg, "norm_cfg")
-        act = parse_optional(ActCfg, act_cfg, "act_cfg")
-        upsample = parse(UpsampleCfg, upsample_cfg, "upsample_cfg")
-        self.upsample = {k: v for k, v in attrs.asdict(upsample).items() if v is not None}
-        lateral_norm = None if no_norm_on_lateral else norm
+        self.extra_mode = "on_input" if p.add_extra_convs is True else p.add_extra_convs or None
+        self.relu_before_extra_convs = p.relu_before_extra_convs
+        norm, act = p.norm_cfg, p.act_cfg
+        self.upsample = {k: v for k, v in attrs.asdict(p.upsample_cfg).items() if v is not None}
+        lateral_norm = None if p.no_norm_on_lateral else norm
         used = range(start_level, self.end)
         self.lateral_convs = nn.ModuleList(
             ConvNormAct(in_channels[i], out_channels, 1, norm=lateral_norm, act=act) for i in used
@@ -139,8 +115,6 @@ class FPN(nn.Module):
         self.out_channels = int(out_channels)
         self.out_strides = strides
         self._init_weights()
-
-    param_problems = staticmethod(param_problems)
 
     def _init_weights(self) -> None:
         """Xavier-uniform convs and zero biases, as mmdet initialises its FPN."""

@@ -11,24 +11,66 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 from torch import Tensor, nn
 
-from okc.config.bind import build, check_params, raise_if, resolve
-from okc.errors import ConfigError
+from okc.config.bind import construct, raise_if
+from okc.config.convert import structure
+from okc.config.params import problems
+from okc.errors import ConfigError, at, under
 from okc.models.detection.dense import DenseHead, Detections
 from okc.models.model import check_model_params
-from okc.models.parts import ChecksParams, DeclaresLossKeys, MultiLevelNeck
+from okc.models.parts import DeclaresLossKeys, MultiLevelNeck
 from okc.registry import BACKBONES, DETECTION_HEADS, DETECTION_NECKS, Registry
 
 MODEL_KEYS = (
     "backbone_name", "backbone_params", "num_scales", "neck_name", "neck_params", "head_name",
     "head_params",
 )  # fmt: skip
-_NECK_SUPPLIED = ("in_channels", "in_strides")
-_HEAD_SUPPLIED = ("in_channels", "in_strides")
+#: what okc passes the neck and the head: the channels and strides of the maps they take
+_SUPPLIED = ("in_channels", "in_strides")
+_PIECES = {"neck": DETECTION_NECKS, "head": DETECTION_HEADS}
 
-#: TorchOk heads okc does not build, and why (a clearer message than "unknown head").
-NOT_AVAILABLE: dict[str, str] = {}
+
+@attrs.frozen(kw_only=True, slots=False)
+class DetectionKeys:
+    """The detection model keys (TorchOk's). Structuring checks them all together: the backbone
+    as every model's, the neck and head names resolve (did-you-mean) and their params bind (less
+    what okc supplies), a ``neck_params`` without ``neck_name`` is an error. Errors are relative
+    to these keys (``head_params.test_cfg.nms.type``)."""
+
+    backbone_name: str
+    backbone_params: dict[str, Any] = attrs.field(factory=dict)
+    num_scales: int | None = None
+    neck_name: str | None = None
+    neck_params: dict[str, Any] = attrs.field(factory=dict)
+    head_name: str
+    head_params: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        raise_if(self.problems())
+
+    def problems(self) -> list[ConfigError]:
+        errors = check_model_params(
+            {"backbone_name": self.backbone_name, "backbone_params": self.backbone_params}
+        )
+        if self.num_scales is not None and self.num_scales < 1:
+            errors.append(ConfigError("num_scales", f"expected an int >= 1, got {self.num_scales}"))
+        if self.neck_name is not None:
+            errors += self._piece_problems("neck")
+        elif self.neck_params:
+            errors.append(ConfigError("neck_params", "is set but neck_name is not"))
+        return errors + self._piece_problems("head")
+
+    def _piece_problems(self, piece: str) -> list[ConfigError]:
+        try:
+            with at(f"{piece}_name"):
+                target = _PIECES[piece].get(getattr(self, f"{piece}_name"))
+        except ConfigError as err:
+            return [err]
+        return under(
+            f"{piece}_params", problems(target, getattr(self, f"{piece}_params"), _SUPPLIED)
+        )
 
 
 class DetectionModel(nn.Module):
@@ -58,101 +100,53 @@ class DetectionModel(nn.Module):
         return self.head.detections(self.head.decode(raw, image_size), self.head.level_sizes(raw))
 
 
-def check_detection_params(params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-    """Problems in the model keys of ``params`` found without building anything."""
-    backbone = {k: params[k] for k in ("backbone_name", "backbone_params") if k in params}
-    errors = check_model_params(backbone, path=path)
-    num_scales = params.get("num_scales")
-    if num_scales is not None and (type(num_scales) is not int or num_scales < 1):
-        errors.append(
-            ConfigError(f"{path}.num_scales", f"expected an int >= 1, got {num_scales!r}")
-        )
-    if params.get("neck_name") is not None:
-        errors += _check_piece(params, "neck", DETECTION_NECKS, _NECK_SUPPLIED, path)
-    elif params.get("neck_params"):
-        errors.append(ConfigError(f"{path}.neck_params", "is set but neck_name is not"))
-    errors += _check_piece(params, "head", DETECTION_HEADS, _HEAD_SUPPLIED, path)
-    return errors
-
-
-def _check_piece(
-    params: Mapping[str, Any], piece: str, registry: Registry, supplied: Sequence[str], path: str
-) -> list[ConfigError]:
-    name, piece_params = params.get(f"{piece}_name"), params.get(f"{piece}_params") or {}
-    if not isinstance(piece_params, Mapping):
-        return [ConfigError(f"{path}.{piece}_params", f"expected a mapping, got {piece_params!r}")]
-    try:
-        target = _resolve(registry, name, f"{path}.{piece}_name")
-    except ConfigError as err:
-        return [err]
-    where = f"{path}.{piece}_params"
-    errors = check_params(target, piece_params, path=where, injected=supplied)
-    if isinstance(target, ChecksParams) and not errors:
-        problems = target.param_problems(piece_params)
-        errors += [ConfigError(f"{where}.{p.key}", p.message) for p in problems]
-    return errors
-
-
-def _resolve(registry: Registry, name: Any, path: str) -> Any:
-    if not isinstance(name, str):
-        raise ConfigError(path, f"expected a name, got {name!r}")
-    if name in NOT_AVAILABLE and name not in registry:
-        raise ConfigError(path, NOT_AVAILABLE[name])
-    return resolve(registry, name, path=path)
-
-
-def build_detection_model(
-    params: Mapping[str, Any], *, path: str = "task.params"
-) -> DetectionModel:
-    """Build the model ``params`` describe; errors name the config key at fault."""
-
-    raise_if(check_detection_params(params, path=path))
-    backbone = build(
-        BACKBONES, params["backbone_name"], params.get("backbone_params"),
-        name_path=f"{path}.backbone_name", params_path=f"{path}.backbone_params",
-    )  # fmt: skip
+def build_detection_model(keys: DetectionKeys | Mapping[str, Any]) -> DetectionModel:
+    """The model ``keys`` describe (a mapping: its model keys, structured into ``DetectionKeys``,
+    which checks them all). Errors are relative to the keys (``head_params.strides``)."""
+    if not isinstance(keys, DetectionKeys):
+        keys = structure({k: v for k, v in keys.items() if k in MODEL_KEYS}, DetectionKeys)
+    backbone = _build(BACKBONES, keys, "backbone")
     stages = len(backbone.out_channels)
-    num_scales = params.get("num_scales") or stages
+    num_scales = keys.num_scales or stages
     if num_scales > stages:
         raise ConfigError(
-            f"{path}.num_scales",
-            f"{num_scales}, but {params['backbone_name']} has {stages} stages",
+            "num_scales", f"{num_scales}, but {keys.backbone_name} has {stages} stages"
         )
     channels = list(backbone.out_channels[-num_scales:])
     strides = list(backbone.out_strides[-num_scales:])
     neck = None
-    if params.get("neck_name") is not None:
-        neck = build(
-            DETECTION_NECKS, params["neck_name"], params.get("neck_params"),
-            name_path=f"{path}.neck_name", params_path=f"{path}.neck_params",
-            in_channels=channels, in_strides=strides,
-        )  # fmt: skip
-        channels, strides = _neck_outputs(neck, f"{path}.neck_name")
+    if keys.neck_name is not None:
+        neck = _build(DETECTION_NECKS, keys, "neck", in_channels=channels, in_strides=strides)
+        channels, strides = _neck_outputs(neck)
     if len(set(channels)) != 1:
         raise ConfigError(
-            f"{path}.neck_name",
+            "neck_name",
             f"the detection head shares its convs across levels, but the levels have channels "
             f"{channels}; add a neck (e.g. FPN) that gives every level the same channels",
         )
-    head = build(
-        DETECTION_HEADS, params["head_name"], params.get("head_params"),
-        name_path=f"{path}.head_name", params_path=f"{path}.head_params",
-        in_channels=channels[0], in_strides=strides,
-    )  # fmt: skip
+    head = _build(DETECTION_HEADS, keys, "head", in_channels=channels[0], in_strides=strides)
     return DetectionModel(backbone=backbone, neck=neck, head=head, num_scales=num_scales)
 
 
-def _neck_outputs(neck: nn.Module, path: str) -> tuple[list[int], list[int]]:
+def _build(registry: Registry, keys: DetectionKeys, piece: str, **supplied: Any) -> Any:
+    target = registry.get(getattr(keys, f"{piece}_name"))
+    with at(f"{piece}_params"):
+        return construct(target, getattr(keys, f"{piece}_params"), **supplied)
+
+
+def _neck_outputs(neck: nn.Module) -> tuple[list[int], list[int]]:
     """Channels and strides per output level of a neck (``out_channels``, ``out_strides``)."""
     if not isinstance(neck, MultiLevelNeck):
-        raise ConfigError(path, f"{type(neck).__name__} must state out_channels and out_strides")
+        raise ConfigError(
+            "neck_name", f"{type(neck).__name__} must state out_channels and out_strides"
+        )
     channels, strides = neck.out_channels, neck.out_strides
     if isinstance(channels, int):
         channels = [channels] * len(strides)
     return [int(c) for c in channels], [int(s) for s in strides]
 
 
-def loss_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The loss inputs the configured head produces (empty when the head is unknown)."""
-    target = DETECTION_HEADS.find(params.get("head_name") or "")
+def loss_keys(head_name: str | None) -> tuple[str, ...]:
+    """The loss inputs head ``head_name`` produces (empty when the head is unknown)."""
+    target = DETECTION_HEADS.find(head_name or "")
     return tuple(target.loss_keys) if isinstance(target, DeclaresLossKeys) else ()

@@ -14,52 +14,22 @@ Anchors come from torchvision's ``AnchorGenerator`` and box deltas from torchvis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import clip_boxes_to_image
 
-from okc.errors import ParamError
-from okc.models.detection.assign import IGNORED, inside_image, max_iou_assign
-from okc.models.detection.configs import (
-    ActCfg,
-    AnchorGeneratorCfg,
-    AssignerCfg,
-    DeltaCoderCfg,
-    NormCfg,
-    TestCfg,
-    TrainCfg,
-    cfg_problems,
-    parse,
-    parse_optional,
-)
-from okc.models.detection.dense import (
-    DenseHead,
-    check_labels,
-    flatten_levels,
-    prior_probability_bias,
-    reduce_mean,
-)
-from okc.models.detection.layers import ConvNormAct
+from okc.models.detection.assign import inside_image, max_iou_assign
+from okc.models.detection.configs import AnchorGeneratorCfg, AssignerCfg, DeltaCoderCfg, TrainCfg
+from okc.models.detection.dense import DenseHead, DenseParams, check_labels, flatten_levels
 
-_RETINA_ASSIGNER = {"pos_iou_thr": 0.5, "neg_iou_thr": 0.4, "min_pos_iou": 0.0}
-
-
-def param_problems(params: Mapping[str, Any]) -> list[ParamError]:
-    return cfg_problems(
-        params,
-        {
-            "norm_cfg": NormCfg,
-            "anchor_generator": AnchorGeneratorCfg,
-            "bbox_coder": DeltaCoderCfg,
-            "train_cfg": TrainCfg,
-            "test_cfg": TestCfg,
-        },
-    )
+#: mmdet's RetinaNet assigner, the default when ``train_cfg`` names none
+RETINA_ASSIGNER = AssignerCfg(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
 
 
 class RetinaNetHead(DenseHead):
@@ -83,38 +53,22 @@ class RetinaNetHead(DenseHead):
         "flatten_cls_scores", "flatten_labels", "num_pos", "pos_bbox_preds", "pos_bbox_targets",
         "pos_decoded_bbox_preds", "pos_decoded_target_preds",
     )  # fmt: skip
-    param_problems = staticmethod(param_problems)
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int,
-        in_strides: Sequence[int],
-        feat_channels: int = 256,
-        stacked_convs: int = 4,
-        norm_cfg: Mapping[str, Any] | None = None,
-        conv_bias: bool | str = "auto",
-        anchor_generator: Mapping[str, Any] | None = None,
-        bbox_coder: Mapping[str, Any] | None = None,
-        train_cfg: Mapping[str, Any] | None = None,
-        test_cfg: Mapping[str, Any] | None = None,
-    ) -> None:
-        anchors = parse(AnchorGeneratorCfg, anchor_generator, "anchor_generator")
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, in_strides=in_strides,
-            strides=anchors.strides, test_cfg=test_cfg, strides_key="anchor_generator.strides",
-        )  # fmt: skip
-        train = parse(TrainCfg, train_cfg, "train_cfg")
-        self.assigner = train.assigner or AssignerCfg(**_RETINA_ASSIGNER)
-        self.allowed_border = float(train.allowed_border)
-        coder = parse(DeltaCoderCfg, bbox_coder, "bbox_coder")
-        self.coder = BoxCoder(weights=coder.weights)
-        self.clip_border = coder.clip_border
-        if conv_bias not in (True, False, "auto"):
-            raise ParamError("conv_bias", f"expected true, false or 'auto', got {conv_bias!r}")
-        if feat_channels < 1 or stacked_convs < 0:
-            raise ParamError("feat_channels", "need feat_channels >= 1 and stacked_convs >= 0")
+    @attrs.frozen(kw_only=True)
+    class Params(DenseParams):
+        anchor_generator: AnchorGeneratorCfg = AnchorGeneratorCfg()
+        bbox_coder: DeltaCoderCfg = DeltaCoderCfg()
+        train_cfg: TrainCfg = TrainCfg()
+
+    def __init__(self, params: Params | None = None, /, **keys: Any) -> None:
+        super().__init__(params, **keys)
+        p = self.params
+        anchors = p.anchor_generator
+        self._check_strides(anchors.strides, "anchor_generator.strides")
+        self.assigner = p.train_cfg.assigner or RETINA_ASSIGNER
+        self.allowed_border = float(p.train_cfg.allowed_border)
+        self.coder = BoxCoder(weights=p.bbox_coder.weights)
+        self.clip_border = p.bbox_coder.clip_border
         scales = anchors.level_scales()
         self.num_anchors = anchors.num_anchors
         self.center_offset = anchors.center_offset
@@ -122,37 +76,14 @@ class RetinaNetHead(DenseHead):
             sizes=tuple(tuple(s * stride for s in scales) for stride in self.strides),
             aspect_ratios=(tuple(float(r) for r in anchors.ratios),) * len(self.strides),
         )
-        norm = parse_optional(NormCfg, norm_cfg, "norm_cfg")
-        relu = ActCfg(type="ReLU")
-
-        def tower() -> nn.Sequential:
-            return nn.Sequential(*(
-                ConvNormAct(in_channels if i == 0 else feat_channels, feat_channels, 3,
-                            norm=norm, act=relu, bias=conv_bias)
-                for i in range(stacked_convs)
-            ))  # fmt: skip
-
-        self.cls_convs, self.reg_convs = tower(), tower()
-        width = feat_channels if stacked_convs else in_channels
-        self.retina_cls = nn.Conv2d(width, self.num_anchors * num_classes, 3, padding=1)
+        width = self._towers()
+        self.retina_cls = nn.Conv2d(width, self.num_anchors * p.num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(width, self.num_anchors * 4, 3, padding=1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """mmdet's init: N(0, 0.01) convs, zero biases, the classifier biased to p = 0.01."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.retina_cls.bias, prior_probability_bias())
+        self._init_weights(self.retina_cls)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: class logits (B, A * C, H, W) and box deltas (B, A * 4, H, W)."""
-        if len(features) != len(self.strides):
-            raise ValueError(
-                f"RetinaNetHead has {len(self.strides)} levels, got {len(features)} maps"
-            )
+        self._check_levels(features)
         cls_scores = [self.retina_cls(self.cls_convs(x)) for x in features]
         bbox_preds = [self.retina_reg(self.reg_convs(x)) for x in features]
         return cls_scores, bbox_preds
@@ -211,21 +142,15 @@ class RetinaNetHead(DenseHead):
         for boxes, classes in zip(gt_boxes, gt_labels, strict=True):
             boxes = boxes.to(anchors.device, torch.float32).reshape(-1, 4)
             matched = max_iou_assign(anchors, boxes, self.assigner, valid=valid)
-            label = torch.full_like(matched, self.num_classes)
-            box = anchors
-            if boxes.shape[0]:
-                label = torch.where(matched >= 0, classes.to(matched)[matched.clamp(min=0)], label)
-                box = boxes[matched.clamp(min=0)]
-            labels.append(label.masked_fill(matched == IGNORED, -1))
+            label, box = self._targets(matched, boxes, classes, anchors)
+            labels.append(label)
             matched_boxes.append(box)
         flat_labels = torch.stack(labels).reshape(-1)
         flat_boxes = torch.stack(matched_boxes).reshape(-1, 4)
         flat_anchors = anchors.repeat(len(labels), 1)
         flat_cls = flatten_levels(cls_scores, self.num_classes).reshape(-1, self.num_classes)
         flat_deltas = flatten_levels(bbox_preds, 4).reshape(-1, 4).float()
-        pos = ((flat_labels >= 0) & (flat_labels < self.num_classes)).nonzero().squeeze(1)
-        count = flat_deltas.new_tensor(pos.numel())
-        num_pos = (reduce_mean(count) if self.training else count).clamp(min=1.0)
+        pos, num_pos = self._positives(flat_labels)
         pos_anchors, pos_deltas, pos_boxes = flat_anchors[pos], flat_deltas[pos], flat_boxes[pos]
         return {
             "flatten_cls_scores": flat_cls.float(),

@@ -11,37 +11,6 @@ from torch import nn
 from okc.errors import ParamError
 
 
-def _check_rate(drop_rate: float) -> None:
-    if not 0.0 <= drop_rate < 1.0:
-        raise ParamError("drop_rate", f"must be in [0, 1), got {drop_rate}")
-
-
-class ClassificationHead(nn.Module):
-    """Dropout → Linear. With ``num_classes: 1`` the logits are (N,), as binary losses expect.
-
-    The dropout parameter is ``drop_rate`` only (TorchOk's name, as in timm); no ``dropout`` alias,
-    so that one config cannot say the same thing two ways.
-    """
-
-    input_kind: ClassVar[Literal["vector", "map"]] = "vector"
-
-    def __init__(
-        self, *, in_channels: int, num_classes: int, drop_rate: float = 0.0, bias: bool = True
-    ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
-        _check_rate(drop_rate)
-        self.num_classes = num_classes
-        self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_channels, num_classes, bias=bias)
-        self.out_channels = num_classes
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.fc(self.dropout(x))
-        return logits.squeeze(1) if self.num_classes == 1 else logits
-
-
 class LinearHead(nn.Module):
     """Dropout → Linear projection of an embedding, L2-normalised when ``normalize`` is set."""
 
@@ -59,7 +28,8 @@ class LinearHead(nn.Module):
         super().__init__()
         if out_channels < 1:
             raise ParamError("out_channels", f"must be at least 1, got {out_channels}")
-        _check_rate(drop_rate)
+        if not 0.0 <= drop_rate < 1.0:
+            raise ParamError("drop_rate", f"must be in [0, 1), got {drop_rate}")
         self.normalize = normalize
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_channels, out_channels, bias=bias)
@@ -68,3 +38,25 @@ class LinearHead(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         x = self.fc(self.dropout(x))
         return F.normalize(x, dim=1) if self.normalize else x
+
+
+class ClassificationHead(LinearHead):
+    """Dropout → Linear. With ``num_classes: 1`` the logits are (N,), as binary losses expect.
+
+    The dropout parameter is ``drop_rate`` only (TorchOk's name, as in timm); no ``dropout`` alias,
+    so that one config cannot say the same thing two ways.
+    """
+
+    def __init__(
+        self, *, in_channels: int, num_classes: int, drop_rate: float = 0.0, bias: bool = True
+    ) -> None:
+        if num_classes < 1:
+            raise ParamError("num_classes", f"must be at least 1, got {num_classes}")
+        super().__init__(
+            in_channels=in_channels, out_channels=num_classes, drop_rate=drop_rate, bias=bias
+        )
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.fc(self.dropout(x))
+        return logits.squeeze(1) if self.num_classes == 1 else logits

@@ -20,14 +20,6 @@ class GivesAuxLogits(Protocol):
     has_aux: bool
 
 
-@runtime_checkable
-class Interpolates(Protocol):
-    """A segmentation head that may leave its logits at the feature map's size (TorchOk's
-    ``do_interpolate: false``) instead of upsampling them to ``image_size``."""
-
-    do_interpolate: bool
-
-
 def gives_aux_logits(head: object) -> bool:
     """Whether ``head`` (a head or its class) gives auxiliary logits."""
     return isinstance(head, GivesAuxLogits) and bool(head.has_aux)
