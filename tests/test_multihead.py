@@ -17,7 +17,7 @@ import okc
 from okc.api import check as check_experiment
 from okc.api import export as export_experiment
 from okc.api import fit
-from okc.config.bind import build
+from okc.config.bind import make
 from okc.data.datasets import MultiHeadImageDataset, MultiHeadShapes
 from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
 from okc.registry import DATASETS
@@ -238,8 +238,8 @@ def test_bad_targets_are_config_errors_at_their_key(
         "annotation_path": "annotations.csv",
         "targets": targets,
     }
-    with pytest.raises(ConfigError, match=expected):
-        build(DATASETS, "MultiHeadImageDataset", params, name_path="name", params_path="params")
+    with pytest.raises(OkcError, match=expected):
+        make(DATASETS, "MultiHeadImageDataset", params)
 
 
 def test_multihead_shapes_colour_is_the_shapes_dominant_channel() -> None:

@@ -115,3 +115,20 @@ def test_errors_are_placed_by_the_caller() -> None:
     with pytest.raises(ConfigError, match=r"^task\.params\.lr: too big$"), at("task.params"):
         raise ParamError("lr", "too big")
     assert [str(e) for e in under("data", [ConfigError("", "empty")])] == ["data: empty"]
+
+
+def test_a_subclass_with_its_own_signature_is_bound_by_it_not_by_the_inherited_params() -> None:
+    from okc.data.datasets.base import ImageDataset
+
+    class Dots(ImageDataset):
+        def __init__(self, *, num_samples: int = 4, **common: Any) -> None:
+            super().__init__(**common)
+            self.num_samples = num_samples
+
+    assert [str(e) for e in problems(Dots, {"num_samples": "x"})] == [
+        "num_samples: expected int, got 'x'"
+    ]
+    dots = construct(Dots, {"num_samples": 3, "image_format": "gray"})
+    assert dots.num_samples == 3 and dots.image_format == "gray"
+    with pytest.raises(ConfigErrors, match="image_format: expected 'rgb'"):
+        construct(Dots, {"image_format": "grey"})

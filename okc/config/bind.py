@@ -65,54 +65,6 @@ def entry_problems(
     return under("params", problems(target, params, injected))
 
 
-# --- being retired: the key-path-threading forms (issue 19) ---------------------------------------
-
-
-def check_params(
-    target: Callable[..., Any],
-    params: Mapping[str, Any],
-    *,
-    path: str,
-    injected: Collection[str] = (),
-) -> list[ConfigError]:
-    return under(path, problems(target, params, injected))
-
-
-def resolve(registry: Registry, name: str, *, path: str) -> Any:
-    with at(path):
-        return registry.get(name)
-
-
-def build(
-    registry: Registry,
-    name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    name_path: str,
-    params_path: str,
-    **injected: Any,
-) -> Any:
-    target = resolve(registry, name, path=name_path)
-    with at(params_path):
-        return construct(target, params, **injected)
-
-
-def check_component(
-    registry: Registry,
-    name: str,
-    params: Mapping[str, Any] | None,
-    *,
-    name_path: str,
-    params_path: str,
-    injected: Collection[str] = (),
-) -> list[ConfigError]:
-    try:
-        target = resolve(registry, name, path=name_path)
-    except ConfigError as err:
-        return [err]
-    return check_params(target, dict(params or {}), path=params_path, injected=injected)
-
-
 def mapping_problems(
     fn: Callable[..., Any], mapping: Mapping[str, str], what: str
 ) -> list[ConfigError]:

@@ -43,9 +43,20 @@ _SCALARS = (bool, int, float, str, type(None))
 
 
 def declared(target: Any) -> type | None:
-    """The attrs class ``target`` declares as ``Params``, if it declares one."""
+    """The attrs class ``target`` declares as ``Params``, if it declares one.
+
+    A subclass that writes its own ``__init__`` without its own ``Params`` (a user's dataset
+    with a keyword signature) is bound by that signature, not by the ``Params`` it inherits.
+    """
     params = getattr(target, "Params", None)
-    return params if inspect.isclass(params) and attrs.has(params) else None
+    if not (inspect.isclass(params) and attrs.has(params)):
+        return None
+    for klass in target.__mro__ if inspect.isclass(target) else ():
+        if "Params" in vars(klass):
+            break
+        if "__init__" in vars(klass):
+            return None
+    return params
 
 
 def structurable(t: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from okc.config.params import declared
 from okc.errors import OkcError, did_you_mean
 from okc.registry import REGISTRIES, Registry
 
@@ -135,11 +136,17 @@ def _defines_one(cls: type) -> bool:
 
 def params(obj: Any, kind: str) -> tuple[str, ...]:
     """``name`` for required params, ``name=default`` for the others; okc's computed ones out."""
+    skip = COMPUTED.get(kind, frozenset())
+    own = declared(obj)
+    if own is not None:  # a declared Params class: its fields are the params
+        return tuple(
+            a.name if a.default is attrs.NOTHING else f"{a.name}={a.default!r}"
+            for a in attrs.fields(own) if a.name not in skip
+        )  # fmt: skip
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return ()
-    skip = COMPUTED.get(kind, frozenset())
     out = []
     for p in signature.parameters.values():
         if p.name in skip or p.name == "self":

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from okc.config.convert import structure
 from okc.config.params import problems
-from okc.errors import ConfigError, ParamError, under
+from okc.errors import ConfigError, ParamError
 from okc.models.model import TASK_PARAMS
 from okc.tasks.predictions import PredictionWriter
 
@@ -101,14 +101,12 @@ class BaseTask(nn.Module):
         super().__init_subclass__(**kwargs)
         if "Params" in cls.__dict__:  # errors name the task: "SegmentationTask needs 'head_name'"
             cls.Params.__okc_component__ = cls.__name__
-        elif "__init__" in cls.__dict__:  # a task with a keyword signature: bound from it
-            cls.Params = None  # type: ignore[misc]
 
     def __init__(self, params: Any = None, /, **keys: Any) -> None:
         """From the ``Params`` instance (what okc builds), or from its keys (Python), structured
         as a config's are; errors relative to the params."""
         super().__init__()
-        self.params = params if params is not None else structure(keys, self.Params or TaskParams)
+        self.params = params if params is not None else structure(keys, self.Params)
         self.inputs: tuple[InputSpec, ...] = self.params.inputs
         self.model: nn.Module = nn.Identity()
         self.losses: nn.Module | None = None
@@ -152,8 +150,3 @@ class BaseTask(nn.Module):
     def param_problems(cls, params: Mapping[str, Any]) -> list[ConfigError]:
         """Problems in ``task.params`` found without building the task (relative to it)."""
         return problems(cls, params)
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, path: str) -> list[ConfigError]:
-        """Being retired (issue 19): ``param_problems`` placed under ``path``."""
-        return under(path, cls.param_problems(params))

@@ -24,7 +24,6 @@ Two class attributes declare the sample's shape to the pipeline:
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -34,7 +33,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import attrs
 import torch
 
-from okc.config.params import bind
+from okc.config.convert import structure
+from okc.config.params import bind, declared
 from okc.data.annotations import Table, read_table
 from okc.data.io import CorruptSampleError, ImageFormat, ImageReadError, read_image, read_mask
 from okc.errors import OkcError
@@ -175,7 +175,8 @@ class ImageDataset:
 
     def __init__(self, params: Any = None, /, **kwargs: Any) -> None:
         if params is None:  # keywords from Python: structured as a config's params are
-            params = bind(type(self), kwargs)
+            declares = declared(type(self)) is not None  # else a subclass's own signature
+            params = bind(type(self), kwargs) if declares else structure(kwargs, self.Params)
         elif kwargs:
             raise TypeError(f"{type(self).__name__} takes its Params or keywords, not both")
         self.params = params
@@ -190,15 +191,10 @@ class ImageDataset:
         super().__init_subclass__(**kwargs)
         if "Params" in vars(cls):  # errors name the class that declares them, not a subclass
             cls.Params.__okc_component__ = cls.__name__
-        cls.__signature__ = inspect.Signature(  # what `okc list` and help() show: the params
-            [inspect.Parameter(a.name, inspect.Parameter.KEYWORD_ONLY, annotation=a.type,
-                               default=inspect.Parameter.empty if a.default is attrs.NOTHING
-                               else a.default) for a in attrs.fields(cls.Params)]
-        )  # fmt: skip
 
     def load(self, params: Any) -> None:
-        """Read the dataset's index from its ``Params``."""
-        raise NotImplementedError
+        """Read the dataset's index from its ``Params`` (a subclass with its own ``__init__``
+        and keyword signature reads it there instead)."""
 
     def __len__(self) -> int:
         return len(self.rows)
