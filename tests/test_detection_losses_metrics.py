@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from okc.config.bind import make
-from okc.errors import ConfigError, OkcError
+from okc.errors import OkcError
 from okc.losses.detection import (
     MMCrossEntropyLoss,
     MMFocalLoss,

@@ -19,7 +19,7 @@ from okc.api import export as export_experiment
 from okc.api import fit
 from okc.config.bind import make
 from okc.data.datasets import MultiHeadImageDataset, MultiHeadShapes
-from okc.errors import ConfigError, ConfigErrors, OkcError, at, under
+from okc.errors import ConfigErrors, OkcError, at, under
 from okc.registry import DATASETS
 from okc.tasks import MultiHeadClassificationTask
 from okc.tasks.onnx import OnnxModel
