@@ -155,7 +155,7 @@ def test_frozen_dropout_is_off(tiny_exp) -> None:
 
 
 def test_stage_misspelling_is_read_as_stages(tiny_exp) -> None:
-    with pytest.warns(UserWarning, match=r"freeze_modules\.0\.stage: read as 'stages'"):
+    with pytest.warns(UserWarning, match=r"an entry's 'stage' is read as 'stages'"):
         spy = fit(tiny_exp, [{"module_name": "backbone", "stage": 1}])
     moved = changed(spy.states[0], spy.states[-1], "backbone.body.")
     assert not any(v for k, v in moved.items() if k.startswith("backbone.body.layer1"))
@@ -167,8 +167,10 @@ def test_errors_name_the_entry(tiny_exp) -> None:
         return [str(e) for e in okc.check(tiny_exp(freeze_override(freeze)))]
 
     assert check([{"module_nme": "backbone"}]) == [
-        "callbacks.0.params.freeze_modules.0.module_nme: unknown key, did you mean 'module_name'?",
-        "callbacks.0.params.freeze_modules.0: needs 'module_name' ('' is the whole model)",
+        "callbacks.0.params.freeze_modules.0.module_nme: a freeze_modules entry has no parameter "
+        "'module_nme', did you mean 'module_name'?",
+        "callbacks.0.params.freeze_modules.0: a freeze_modules entry needs 'module_name', which "
+        "is not set",
     ]
     assert check([{"module_name": "backbone", "epoch": "two"}]) == [
         "callbacks.0.params.freeze_modules.0.epoch: expected int, got 'two'"

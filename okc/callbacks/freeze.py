@@ -29,7 +29,7 @@ Fixes TorchOk's misspelt ``stage`` (which it ignored) by reading it as ``stages`
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -41,10 +41,6 @@ from okc.engine.hooks import Callback, RunView
 from okc.errors import ConfigError, ParamError, did_you_mean
 from okc.registry import CALLBACKS
 
-ENTRY_KEYS = ("module_name", "epoch", "stages", "module_class", "bn_requires_grad",
-              "bn_track_running_stats")  # fmt: skip
-_ALIASES = {"stage": "stages"}  # TorchOk's representation_arcface_sop.yaml writes `stage`
-
 
 @runtime_checkable
 class Staged(Protocol):
@@ -53,57 +49,42 @@ class Staged(Protocol):
     def get_stages(self, num_stages: int) -> Sequence[nn.Module]: ...
 
 
-@attrs.frozen
+def _at_least_0(entry: Any, field: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ParamError(field.name, f"must be at least 0, got {value}")
+
+
+@attrs.frozen(kw_only=True)
 class FreezeEntry:
-    """One ``freeze_modules`` item, checked."""
+    """One ``freeze_modules`` item, structured by okc's converter (key paths, did-you-mean).
+
+    ``stage`` is TorchOk's misspelling, which it ignored (freezing the whole module): okc reads it
+    as ``stages``, with a warning.
+    """
+
+    __okc_component__ = "a freeze_modules entry"
 
     module_name: str
-    index: int
-    epoch: int | None = None
-    stages: int | None = None
+    epoch: int | None = attrs.field(default=None, validator=_at_least_0)
+    stages: int | None = attrs.field(default=None, validator=_at_least_0)
     module_class: str | None = None
     bn_requires_grad: bool = False
     bn_track_running_stats: bool = False
+    stage: int | None = attrs.field(default=None, validator=_at_least_0, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.stage is not None:
+            warnings.warn(
+                "freeze_modules: an entry's 'stage' is read as 'stages' (TorchOk "
+                "ignored this misspelling and froze the whole module)",
+                stacklevel=2,
+            )
+            object.__setattr__(
+                self, "stages", self.stages if self.stages is not None else self.stage
+            )
 
     def frozen_at(self, epoch: int) -> bool:
         return self.epoch is None or epoch < self.epoch
-
-
-def parse_entry(item: Any, index: int) -> tuple[FreezeEntry | None, list[ParamError]]:
-    """An entry from its config mapping, or the problems with it (keys under ``freeze_modules``)."""
-    where = f"freeze_modules.{index}"
-    if not isinstance(item, Mapping):
-        return None, [ParamError(where, f"expected a mapping with module_name, got {item!r}")]
-    values, problems = {}, []
-    for key, value in item.items():
-        if key in _ALIASES:
-            warnings.warn(
-                f"{where}.{key}: read as '{_ALIASES[key]}' (TorchOk ignored this misspelling and "
-                "froze the whole module)",
-                stacklevel=4,
-            )
-            key = _ALIASES[key]
-        if key not in ENTRY_KEYS:
-            problems.append(
-                ParamError(f"{where}.{key}", "unknown key" + did_you_mean(key, ENTRY_KEYS))
-            )
-            continue
-        values[key] = value
-    if "module_name" not in values:
-        problems.append(ParamError(where, "needs 'module_name' ('' is the whole model)"))
-    types = {"module_name": str, "module_class": str, "epoch": int, "stages": int,
-             "bn_requires_grad": bool, "bn_track_running_stats": bool}  # fmt: skip
-    for key, value in values.items():
-        ok = isinstance(value, types[key]) and not (types[key] is int and isinstance(value, bool))
-        if not ok and not (value is None and key in ("epoch", "stages", "module_class")):
-            problems.append(
-                ParamError(f"{where}.{key}", f"expected {types[key].__name__}, got {value!r}")
-            )
-        elif key in ("epoch", "stages") and isinstance(value, int) and value < 0:
-            problems.append(ParamError(f"{where}.{key}", f"must be at least 0, got {value}"))
-    if problems:
-        return None, problems
-    return FreezeEntry(index=index, **values), []
 
 
 def _classes(module: nn.Module) -> set[str]:
@@ -117,28 +98,17 @@ def _params_own(module: nn.Module) -> Iterator[nn.Parameter]:
 @CALLBACKS.register
 class FreezeUnfreeze(Callback):
     def __init__(
-        self, *, freeze_modules: Sequence[Mapping[str, Any]], top_down_freeze_order: bool = True
+        self, *, freeze_modules: Sequence[FreezeEntry], top_down_freeze_order: bool = True
     ) -> None:
-        problems = self.param_problems({"freeze_modules": freeze_modules})
-        if problems:
-            raise problems[0]
-        entries = [parse_entry(item, i)[0] for i, item in enumerate(freeze_modules)]
+        entries = [e if isinstance(e, FreezeEntry) else FreezeEntry(**e) for e in freeze_modules]
+        self._index = {id(e): i for i, e in enumerate(entries)}  # for errors: freeze_modules.<i>
         self.entries: list[FreezeEntry] = sorted(
-            (e for e in entries if e is not None), key=lambda e: e.module_name,
-            reverse=not top_down_freeze_order,
-        )  # fmt: skip
-        self._targets: dict[int, list[nn.Module]] = {}  # entry index -> modules it governs
+            entries, key=lambda e: e.module_name, reverse=not top_down_freeze_order
+        )
+        self._targets: dict[int, list[nn.Module]] = {}  # id(entry) -> modules it governs
         self._trainable: dict[int, bool] = {}
         self._tracking: dict[int, bool] = {}
         self._warned_orphans = False
-
-    @classmethod
-    def param_problems(cls, params: Mapping[str, Any]) -> list[ParamError]:
-        """``okc check``: every problem in the entries, found without a model."""
-        items = params.get("freeze_modules")
-        if not isinstance(items, (list, tuple)):
-            return []  # the signature check reports the type
-        return [p for i, item in enumerate(items) for p in parse_entry(item, i)[1]]
 
     # --- which modules ----------------------------------------------------------------------------
 
@@ -151,14 +121,14 @@ class FreezeUnfreeze(Callback):
                 "FreezeUnfreeze is not supported with several processes yet: DDP fixes the "
                 "trainable parameters when it wraps the model",
             )
-        self._targets = {e.index: self._resolve(run.model, e) for e in self.entries}
+        self._targets = {id(e): self._resolve(run.model, e) for e in self.entries}
         # what "unfrozen" restores: a parameter the model itself keeps fixed stays fixed
         self._trainable = {id(p): p.requires_grad for p in run.model.parameters()}
         self._tracking = {id(m): m.track_running_stats for m in run.model.modules()
                           if isinstance(m, _BatchNorm)}  # fmt: skip
 
     def _where(self, entry: FreezeEntry, key: str) -> str:
-        return f"{self.config_path}.freeze_modules.{entry.index}.{key}"
+        return f"{self.config_path}.freeze_modules.{self._index[id(entry)]}.{key}"
 
     def _resolve(self, model: nn.Module, entry: FreezeEntry) -> list[nn.Module]:
         name = entry.module_name
@@ -203,11 +173,11 @@ class FreezeUnfreeze(Callback):
     def on_train_epoch_start(self, run: RunView) -> None:
         for entry in self.entries:
             if not entry.frozen_at(run.epoch):
-                for module in self._targets[entry.index]:
+                for module in self._targets[id(entry)]:
                     self._unfreeze(module)
         for entry in self.entries:
             if entry.frozen_at(run.epoch):
-                for module in self._targets[entry.index]:
+                for module in self._targets[id(entry)]:
                     _freeze(module, entry)
         self._check_optimizers(run)
 

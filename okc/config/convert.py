@@ -311,7 +311,8 @@ def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
                 out.append(ConfigError(path, f"{what} needs '{name}', which is not set"))
             else:
                 out.extend(config_errors(sub, _child_path(path, sub)))
-        return out
+        # the config's keys first, then what the section as a whole lacks (a missing key)
+        return sorted(out, key=lambda e: e.path == path) if what is not None else out
     if isinstance(exc, ParamError):  # a cross-field rule of a Params class
         return [ConfigError(".".join(filter(None, [path, exc.key])), exc.message)]
     if isinstance(exc, KeyError) and not isinstance(exc, ConfigError):

@@ -11,7 +11,8 @@ import attrs
 import torch
 from torch import nn
 
-from okc.config.bind import build
+from okc.config import bind
+from okc.errors import at
 from okc.registry import REGISTRIES
 
 
@@ -26,8 +27,8 @@ class Case:
 
 def make(kind: str, name: str, case: Case, **supplied: Any) -> Any:
     """Build ``name`` from its registry the way okc does (params bound to its signature)."""
-    return build(REGISTRIES[kind], name, dict(case.params), name_path=name, params_path=name,
-                 **supplied)  # fmt: skip
+    with at(name):
+        return bind.make(REGISTRIES[kind], name, dict(case.params), **supplied)
 
 
 def check_backbone(name: str, case: Case, **_: Any) -> None:
