@@ -140,7 +140,7 @@ def params(obj: Any, kind: str) -> tuple[str, ...]:
     own = declared(obj)
     if own is not None:  # a declared Params class: its fields are the params
         return tuple(
-            a.name if a.default is attrs.NOTHING else f"{a.name}={a.default!r}"
+            a.name if a.default is attrs.NOTHING else f"{a.name}={_default(a.default)!r}"
             for a in attrs.fields(own) if a.name not in skip
         )  # fmt: skip
     try:
@@ -160,3 +160,8 @@ def params(obj: Any, kind: str) -> tuple[str, ...]:
         else:
             out.append(f"{p.name}={p.default!r}")
     return tuple(out)
+
+
+def _default(default: Any) -> Any:
+    """An attrs default as the value it gives (``{}``, not ``Factory(dict)``)."""
+    return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]

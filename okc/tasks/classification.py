@@ -30,6 +30,8 @@ class ModelTaskParams(ModelKeys, TaskParams):
 
 @TASKS.register
 class ClassificationTask(BaseTask):
+    """One label per image (softmax) or several (``multilabel``: a sigmoid per class)."""
+
     output_keys = ("embeddings", "prediction", "target")
 
     @attrs.frozen(kw_only=True)
