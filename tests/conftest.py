@@ -86,3 +86,17 @@ def tiny_exp(tmp_path: Path):
         return experiment_from_data(data, overrides, name="tiny")
 
     return make
+
+
+@pytest.fixture
+def torchok_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment TorchOk's files read: HOME, the MLflow database and artifact store."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("DB_URI", "CV_MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv(name, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name in ("S3_ARTIFACT_BUCKET", "CV_S3_ARTIFACT_BUCKET"):
+        monkeypatch.setenv(name, str(tmp_path / "artifacts"))
+    monkeypatch.setenv("LOGDIR", str(tmp_path / "logs"))
+    return home

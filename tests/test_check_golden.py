@@ -29,35 +29,34 @@ FILES = sorted(
 )
 
 
-def _run(path: Path, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+def _run(
+    path: Path, home: Path, tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> dict[str, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         status = main(["check", str(path)])
     out, err = capsys.readouterr()
-    home = os.environ["OKC_HOME"]  # conftest's, per session
+    okc_home = os.environ["OKC_HOME"]  # conftest's, per test
     clean = [
-        s.replace(home, "<okc-home>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<root>")
+        s.replace(okc_home, "<okc-home>")
+        .replace(str(home), "<tmp>")
+        .replace(str(tmp), "<tmp>")
+        .replace(str(ROOT), "<root>")
         for s in (out, err)
     ]
     clean = [_NOW.sub("<now>", s) for s in clean]
     return {"status": status, "stdout": clean[0], "stderr": clean[1]}
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """What TorchOk's files read from the environment, pointed at a temporary folder."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("DB_URI", "CV_MLFLOW_TRACKING_URI"):
-        monkeypatch.setenv(name, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for name in ("S3_ARTIFACT_BUCKET", "CV_S3_ARTIFACT_BUCKET"):
-        monkeypatch.setenv(name, str(tmp_path / "artifacts"))
-    monkeypatch.setenv("LOGDIR", str(tmp_path / "logs"))
+def test_every_config_checks_as_recorded(
+    torchok_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``torchok_env`` (conftest): HOME and the stores TorchOk's files read, in ``tmp_path``."""
     monkeypatch.chdir(ROOT)
-    return tmp_path
-
-
-def test_every_config_checks_as_recorded(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    got = {str(p.relative_to(ROOT)): _run(p, env, capsys) for p in FILES}
+    got = {str(p.relative_to(ROOT)): _run(p, torchok_env, tmp_path, capsys) for p in FILES}
     if os.environ.get("OKC_GOLDEN_WRITE"):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")

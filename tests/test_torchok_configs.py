@@ -40,20 +40,6 @@ CPU_RUN = (
 
 
 @pytest.fixture
-def torchok_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The environment TorchOk's files read: HOME, the MLflow database and artifact store."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("DB_URI", "CV_MLFLOW_TRACKING_URI"):
-        monkeypatch.setenv(name, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for name in ("S3_ARTIFACT_BUCKET", "CV_S3_ARTIFACT_BUCKET"):
-        monkeypatch.setenv(name, str(tmp_path / "artifacts"))
-    monkeypatch.setenv("LOGDIR", str(tmp_path / "logs"))
-    return home
-
-
-@pytest.fixture
 def cifar_home(torchok_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A tiny CIFAR-10 archive (2 batches of 128 to train on) where the files download it."""
     from okc.data.datasets import cifar
