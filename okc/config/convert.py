@@ -23,7 +23,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
-from okc.errors import ConfigError, ConfigErrors, ParamError, did_you_mean
+from okc.errors import ConfigError, ConfigErrors, ParamError, did_you_mean, join
 
 T = TypeVar("T")
 
@@ -314,11 +314,11 @@ def config_errors(exc: BaseException, path: str = "") -> list[ConfigError]:
         # the config's keys first, then what the section as a whole lacks (a missing key)
         return sorted(out, key=lambda e: e.path == path) if what is not None else out
     if isinstance(exc, ParamError):  # a cross-field rule of a Params class
-        return [ConfigError(".".join(filter(None, [path, exc.key])), exc.message)]
+        return [ConfigError(join(path, exc.key), exc.message)]
     if isinstance(exc, KeyError) and not isinstance(exc, ConfigError):
         return [ConfigError(path, "required key is missing")]
     if isinstance(exc, ConfigError):
-        return [ConfigError(".".join(filter(None, [path, exc.path])), exc.message)]
+        return [exc.under(path)]
     return [ConfigError(path, str(exc))]
 
 

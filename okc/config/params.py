@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from okc.config.convert import structure
+from okc.config.convert import structure, unstructure
 from okc.errors import ConfigError, ConfigErrors
 
 _SEQUENCES = (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection, cabc.MutableSequence)
@@ -125,27 +125,30 @@ def params_class(target: Any, injected: frozenset[str] = frozenset()) -> type:
 def bind(
     target: Callable[..., Any], params: Mapping[str, Any] | None, injected: Collection[str] = ()
 ) -> Any:
-    """``params`` structured for ``target``: its ``Params`` instance when it declares one, else
-    the keyword arguments to call it with (the keys set, typed; extra keys of a ``**kwargs``
-    signature pass as given). Raises ``ConfigErrors`` relative to the params mapping."""
+    """``params`` structured for ``target``: its ``Params`` instance when it declares one (an
+    attrs class: the instance itself), else the keyword arguments to call it with (the keys set,
+    typed; extra keys of a ``**kwargs`` signature pass as given). Raises ``ConfigErrors``
+    relative to the params mapping."""
     cls = params_class(target, frozenset(injected))
     params = dict(params or {})
-    if declared(target) is not None:
+    if cls is target or declared(target) is not None:
         return _structure(params, cls)
-    if cls is target:  # an attrs class: its own params
-        return {
-            a.name: getattr(_structure(params, cls), a.name)
-            for a in attrs.fields(cls)
-            if a.name in params
-        }
     names = {a.name for a in attrs.fields(cls)}
-    extra = {k: v for k, v in params.items() if k not in names}
-    if cls.__okc_open__ and not any(k in cls.__okc_injected__ for k in extra):
-        params = {k: v for k, v in params.items() if k in names}
-    else:
-        extra = {}
-    bound = _structure(params, cls)
-    return {k: getattr(bound, k) for k in params} | extra
+    open_ = cls.__okc_open__
+    extra = {k: v for k, v in params.items() if open_ and k not in names and k not in injected}
+    bound = _structure({k: v for k, v in params.items() if k not in extra}, cls)
+    return {k: getattr(bound, k) for k in params if k not in extra} | extra
+
+
+def given(owner: type, params: Any, keys: Mapping[str, Any]) -> Any:
+    """The ``Params`` instance a component that declares them is built with: ``params`` as okc
+    passes it, or the keywords a Python caller wrote (cfg instances allowed), structured as a
+    config's are. One place for every ``__init__(self, params=None, /, **keys)``."""
+    if params is None:
+        return _structure(unstructure(dict(keys)), owner.Params)
+    if keys:
+        raise TypeError(f"{owner.__name__} takes its Params or keywords, not both")
+    return params
 
 
 def _structure(params: dict[str, Any], cls: type) -> Any:
@@ -173,7 +176,9 @@ def problems(
 
 
 def call(target: Callable[..., Any], bound: Any, injected: Mapping[str, Any]) -> Any:
-    """Build ``target`` from what ``bind`` returned."""
+    """Build ``target`` from what ``bind`` returned (an attrs class: the instance is built)."""
     if isinstance(bound, dict):
         return target(**bound, **injected)
+    if inspect.isclass(target) and isinstance(bound, target):
+        return bound
     return target(bound, **injected)

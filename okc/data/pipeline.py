@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from okc.config.bind import make
+from okc.config.bind import construct, make
 from okc.config.schema import DataItem, Phase
 from okc.data import rng
 from okc.data.augment import build_ops, split_augment, split_transform
@@ -422,8 +422,9 @@ def _build_sampler(item: DataItem, dataset: Any) -> IndexSampler | None:
         with at("name"):
             target = SAMPLERS.get(name)
         try:
-            sampler = make(SAMPLERS, name, item.sampler.params,
-                           **{key: known[key] for key in supplied(target)})  # fmt: skip
+            with at("params"):
+                sampler = construct(target, item.sampler.params,
+                                    **{key: known[key] for key in supplied(target)})  # fmt: skip
         except (ConfigError, ConfigErrors):
             raise
         except OkcError as err:

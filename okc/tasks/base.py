@@ -46,8 +46,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from okc.config.convert import structure
-from okc.config.params import problems
+from okc.config.params import given, problems
 from okc.errors import ConfigError, ParamError
 from okc.models.model import TASK_PARAMS
 from okc.tasks.predictions import PredictionWriter
@@ -106,7 +105,7 @@ class BaseTask(nn.Module):
         """From the ``Params`` instance (what okc builds), or from its keys (Python), structured
         as a config's are; errors relative to the params."""
         super().__init__()
-        self.params = params if params is not None else structure(keys, self.Params)
+        self.params = given(type(self), params, keys)
         self.inputs: tuple[InputSpec, ...] = self.params.inputs
         self.model: nn.Module = nn.Identity()
         self.losses: nn.Module | None = None

@@ -33,8 +33,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import attrs
 import torch
 
-from okc.config.convert import structure
-from okc.config.params import bind, declared
+from okc.config.params import given
 from okc.data.annotations import Table, read_table
 from okc.data.io import CorruptSampleError, ImageFormat, ImageReadError, read_image, read_mask
 from okc.errors import OkcError
@@ -174,12 +173,7 @@ class ImageDataset:
     rows: Sequence[int]
 
     def __init__(self, params: Any = None, /, **kwargs: Any) -> None:
-        if params is None:  # keywords from Python: structured as a config's params are
-            declares = declared(type(self)) is not None  # else a subclass's own signature
-            params = bind(type(self), kwargs) if declares else structure(kwargs, self.Params)
-        elif kwargs:
-            raise TypeError(f"{type(self).__name__} takes its Params or keywords, not both")
-        self.params = params
+        self.params = params = given(type(self), params, kwargs)
         self.input_dtype = to_dtype(params.input_dtype)
         self.image_format: ImageFormat = params.image_format
         self.rgba_layout_color = params.rgba_layout_color

@@ -24,8 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
 
-from okc.config.convert import unstructure
-from okc.config.params import bind
+from okc.config.params import given
 from okc.errors import OkcError, ParamError
 from okc.models.detection.assign import IGNORED
 from okc.models.detection.configs import RELU, NormCfg, TestCfg
@@ -117,7 +116,7 @@ class DenseHead(nn.Module):
         self, params: Any = None, /, *, in_channels: int, in_strides: Sequence[int], **keys: Any
     ) -> None:
         super().__init__()
-        self.params = params if params is not None else bind(type(self), unstructure(keys))
+        self.params = given(type(self), params, keys)
         self.num_classes = self.params.num_classes
         self.in_channels = in_channels
         self.strides = [int(s) for s in in_strides]

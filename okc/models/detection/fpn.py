@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from okc.config.convert import unstructure
-from okc.config.params import bind
+from okc.config.params import given
 from okc.errors import ParamError
 from okc.models.detection.configs import ActCfg, NormCfg, UpsampleCfg
 from okc.models.detection.layers import ConvNormAct
@@ -88,7 +87,7 @@ class FPN(nn.Module):
         **keys: Any,
     ) -> None:
         super().__init__()
-        p = params if params is not None else bind(type(self), unstructure(keys))
+        p = given(type(self), params, keys)
         out_channels, num_outs, start_level = p.out_channels, p.num_outs, p.start_level
         self.end = _levels(len(in_channels), num_outs, start_level, p.end_level)
         self.start, self.num_outs = start_level, num_outs
